@@ -1,0 +1,79 @@
+"""JSON reading that does not hold a whole multi-GB annotation list in memory at once."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+_WHITESPACE = " \t\n\r"
+
+
+def load_json(path: str | Path) -> Any:
+    """Whole-file load, with orjson when it is installed (about 3x faster on COCO-size files)."""
+    try:
+        import orjson
+    except ImportError:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    with open(path, "rb") as handle:
+        return orjson.loads(handle.read())
+
+
+def iter_json_array(path: str | Path, chunk_chars: int = 1 << 20) -> Iterator[Any]:
+    """Yield the elements of a top-level JSON array one at a time.
+
+    Memory stays at about one element plus ``chunk_chars``, so the 665K-conversation LLaVA file or a GCG list can be
+    walked without materialising it. Raises ``ValueError`` if the file is not a JSON array.
+    """
+    decoder = json.JSONDecoder()
+    with open(path, encoding="utf-8") as handle:
+        buffer = handle.read(chunk_chars)
+        at_eof = not buffer
+        pos = 0
+
+        def refill() -> None:
+            nonlocal buffer, pos, at_eof
+            # Read at least as much as is buffered so an element larger than a chunk costs O(n log n), not O(n²).
+            more = handle.read(max(chunk_chars, len(buffer) - pos))
+            at_eof = not more
+            buffer = buffer[pos:] + more
+            pos = 0
+
+        def skip_whitespace() -> None:
+            nonlocal pos
+            while True:
+                while pos < len(buffer) and buffer[pos] in _WHITESPACE:
+                    pos += 1
+                if pos < len(buffer) or at_eof:
+                    return
+                refill()
+
+        skip_whitespace()
+        if pos >= len(buffer) or buffer[pos] != "[":
+            raise ValueError(f"{path}: top-level JSON value is not an array")
+        pos += 1
+        while True:
+            skip_whitespace()
+            if pos >= len(buffer):
+                raise ValueError(f"{path}: unterminated JSON array")
+            if buffer[pos] == "]":
+                return
+            try:
+                element, end = decoder.raw_decode(buffer, pos)
+            except json.JSONDecodeError:
+                if at_eof:
+                    raise
+                refill()
+                continue
+            if end == len(buffer) and not at_eof:
+                refill()  # a number or literal may continue past the chunk boundary: parse again with more text
+                continue
+            yield element
+            pos = end
+            skip_whitespace()
+            if pos < len(buffer) and buffer[pos] == ",":
+                pos += 1
+            if pos > chunk_chars:
+                buffer, pos = buffer[pos:], 0

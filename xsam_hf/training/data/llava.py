@@ -1,0 +1,51 @@
+"""LLaVA conversation files (``blip_laion_cc_sbu_558k.json``, ``llava_v1_5_mix665k.json``) -> chat examples.
+
+A list of ``{id, image?, conversations: [{from: human|gpt, value}]}``. The ``<image>`` placeholder is removed from
+the text (with the newline that joins it to the question); the processor re-inserts it in front of the first user
+turn. The file is streamed; each record is validated while reading, so a broken one is counted and dropped then.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from .json_io import iter_json_array
+from .schema import Turn, XSamExample
+from .skips import SkipCounter
+from .source import ExampleSource
+
+ROLE_OF: dict[str, str] = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
+_IMAGE_PLACEHOLDER = re.compile(r"\s*<image>\s*")
+
+
+def strip_image_placeholder(text: str) -> str:
+    return _IMAGE_PLACEHOLDER.sub(" ", text).strip() if "<image>" in text else text.strip()
+
+
+def llava_record_to_example(item: dict[str, Any], image_dir: str | Path, source: str) -> XSamExample:
+    turns = [Turn(role=ROLE_OF[str(t["from"]).lower()], text=strip_image_placeholder(str(t["value"])))
+             for t in item["conversations"]]
+    if not turns or turns[0].role != "user" or not any(t.role == "assistant" for t in turns):
+        raise ValueError("a conversation must start with a user turn and contain an assistant turn")
+    image = item.get("image")
+    return XSamExample(record_id=f"{source}/{item.get('id', '')}", task="chat", source=source,
+                       image_path=str(Path(image_dir) / image) if image else None, conversation=turns,
+                       meta={"id": item.get("id"), "file_name": image})
+
+
+def load_llava(json_path: str | Path, image_dir: str | Path, *, exclude_text_only: bool = True,
+               source: str | None = None, counter: SkipCounter | None = None) -> ExampleSource[XSamExample]:
+    """``exclude_text_only=True`` (the S3 setting) drops conversations without an image."""
+    counter = counter if counter is not None else SkipCounter()
+    source = source or Path(json_path).stem
+    examples = []
+    for position, item in enumerate(iter_json_array(json_path)):
+        if exclude_text_only and not item.get("image"):
+            continue
+        try:
+            examples.append(llava_record_to_example(item, image_dir, source))
+        except Exception as error:  # noqa: BLE001
+            counter.record(source, "bad_conversation", str(item.get("id", position)), error)
+    return ExampleSource(source, "chat", examples, lambda example: example, counter)

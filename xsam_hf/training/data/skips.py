@@ -1,0 +1,62 @@
+"""Counting records that are skipped because their image or annotation is broken.
+
+A long training run must not die on one bad file: loaders and datasets catch the error, record it here and move on.
+The counter logs the first few occurrences of each reason in full and then only counts.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+
+logger = logging.getLogger(__name__)
+
+
+class CorruptRecordError(ValueError):
+    """A record that cannot be turned into an example (bad annotation, unreadable image, missing file)."""
+
+
+@dataclass
+class SkipCounter:
+    """Thread-safe tally of skipped records, keyed by ``(source, reason)``."""
+
+    log_first: int = 5
+    counts: Counter[tuple[str, str]] = field(default_factory=Counter)
+    examples: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def record(self, source: str, reason: str, record_id: str = "", error: BaseException | None = None) -> None:
+        key = (source, reason)
+        with self._lock:
+            self.counts[key] += 1
+            seen = self.examples.setdefault(key, [])
+            if len(seen) < self.log_first:
+                seen.append(record_id)
+                logger.warning("skipped %s record %r (%s)%s", source, record_id, reason,
+                               f": {type(error).__name__}: {error}" if error is not None else "")
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def count(self, source: str | None = None, reason: str | None = None) -> int:
+        return sum(n for (s, r), n in self.counts.items()
+                   if (source is None or s == source) and (reason is None or r == reason))
+
+    def report(self) -> dict[str, dict[str, int]]:
+        """``{source: {reason: count}}``, e.g. for a training-start log or a JSON run summary."""
+        out: dict[str, dict[str, int]] = {}
+        for (source, reason), n in sorted(self.counts.items()):
+            out.setdefault(source, {})[reason] = n
+        return out
+
+    def summary_line(self) -> str:
+        if not self.counts:
+            return "skipped records: none"
+        parts = [f"{source}/{reason}={n}" for (source, reason), n in sorted(self.counts.items())]
+        return f"skipped records: {self.total} ({', '.join(parts)})"
+
+    def log_summary(self, level: int = logging.INFO) -> None:
+        logger.log(level, self.summary_line())
