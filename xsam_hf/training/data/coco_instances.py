@@ -78,10 +78,11 @@ def coco_objects(annotations: Iterable[Mapping[str, Any]], height: int, width: i
     return objects
 
 
-def group_annotations_by_image(annotations: Iterable[Mapping[str, Any]]) -> dict[int, list[dict[str, Any]]]:
-    grouped: dict[int, list[dict[str, Any]]] = defaultdict(list)
+def group_annotations_by_image(annotations: Iterable[Mapping[str, Any]]) -> dict[Any, list[dict[str, Any]]]:
+    """Keyed by the raw ``image_id`` (an int in COCO, a string in some ADE20K files)."""
+    grouped: dict[Any, list[dict[str, Any]]] = defaultdict(list)
     for ann in annotations:
-        grouped[int(ann["image_id"])].append(dict(ann))
+        grouped[ann["image_id"]].append(dict(ann))
     return grouped
 
 
@@ -97,7 +98,7 @@ def load_coco_instances(json_path: str | Path, image_dir: str | Path, *, source:
     by_image = group_annotations_by_image(data.get("annotations", []))
     records = []
     for image in data["images"]:
-        anns = by_image.get(int(image["id"]), [])
+        anns = by_image.get(image["id"], [])
         if anns or keep_images_without_annotations:
             records.append(_ImageRecord(image=image, annotations=anns))
 

@@ -47,10 +47,10 @@ def load_coco_panoptic(panoptic_json: str | Path, panoptic_png_dir: str | Path, 
     source = source or Path(panoptic_json).stem
     data = load_json(panoptic_json)
     categories = CategoryTable.from_coco(data["categories"])
-    images = {int(image["id"]): image for image in data["images"]}
+    images = {image["id"]: image for image in data["images"]}
     records = []
     for ann in data["annotations"]:
-        image = images.get(int(ann["image_id"]))
+        image = images.get(ann["image_id"])
         if image is None:
             counter.record(source, "annotation_without_image", str(ann["image_id"]))
             continue

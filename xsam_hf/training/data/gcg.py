@@ -131,7 +131,7 @@ def load_flickr_gcg(json_path: str | Path, image_dir: str | Path, *, source: str
     source = source or Path(json_path).stem
     data = load_json(json_path)
     by_image = group_annotations_by_image(data["annotations"])
-    records = [(image, by_image.get(int(image["id"]), [])) for image in data["images"]]
+    records = [(image, by_image.get(image["id"], [])) for image in data["images"]]
 
     def build(record: tuple[dict[str, Any], list[dict[str, Any]]]) -> XSamExample:
         image, annotations = record
@@ -164,7 +164,7 @@ def load_gcg_eval(mask_json: str | Path, caption_json: str | Path, image_dir: st
         if str(image["id"]) not in captions:
             counter.record(source, "image_without_caption", str(image["id"]))
             continue
-        records.append({"image": image, "annotations": by_image.get(int(image["id"]), []),
+        records.append({"image": image, "annotations": by_image.get(image["id"], []),
                         "caption": captions[str(image["id"])]})
 
     def build(record: dict[str, Any]) -> XSamExample:

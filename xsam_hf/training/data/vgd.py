@@ -103,7 +103,7 @@ def generate_coco_vgd(instances_json: str | Path, output_json: str | Path, *, se
         for image in data["images"]:
             height, width = int(image["height"]), int(image["width"])
             annotations = []
-            for ann in by_image.get(int(image["id"]), []):
+            for ann in by_image.get(image["id"], []):
                 try:
                     annotations.append(_prompted_annotation(ann, height, width, seed))
                 except Exception as error:  # noqa: BLE001
