@@ -43,6 +43,8 @@ class XSamTrainingDataset:
       is built, which builds each refseg example once.
     * A record whose annotation or image is broken is counted in ``counter`` and replaced by the next index of the
       same source (so a source-grouped batch stays single-source); after ``max_retries`` in a row it raises.
+      A failed index is remembered (per process: each DataLoader worker keeps its own set) and not read again, so
+      the counter counts each broken record once.
     """
 
     def __init__(self, source: ExampleSource, *, seed: int = 0, load_images: bool = False,
@@ -53,6 +55,7 @@ class XSamTrainingDataset:
         self.counter = counter if counter is not None else source.counter
         self.max_retries = max_retries
         self.index = self._build_index()
+        self._known_bad: set[int] = set()
         if not self.index:
             logger.warning("source %s has no usable sample", source.name)
 
@@ -89,11 +92,14 @@ class XSamTrainingDataset:
     def __getitem__(self, position: int) -> TrainingSample:
         for attempt in range(self.max_retries):
             current = (position + attempt) % len(self.index)
+            if current in self._known_bad:
+                continue
             try:
                 example = self.sample(current)
                 image = open_rgb_image(example) if self.load_images else None
                 return TrainingSample(example=example, image=image)
             except Exception as error:  # noqa: BLE001 - never let one bad record end a long run
+                self._known_bad.add(current)
                 self.counter.record(self.source.name, "unreadable_sample", str(current), error)
         raise RuntimeError(f"{self.max_retries} consecutive unreadable samples in {self.source.name} from "
                            f"index {position}: {self.counter.summary_line()}")
