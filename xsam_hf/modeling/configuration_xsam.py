@@ -170,6 +170,9 @@ class XSamConfig(PreTrainedConfig):
                 f"`connector_scale_factors` must have 3 entries, got {self.connector_feature_layers} and "
                 f"{self.connector_scale_factors}."
             )
+        # X-SAM has no Mask2Former backbone; transformers fills in a default Swin config that would only add noise
+        # (and attention-implementation warnings for a sub-model that does not exist).
+        self.decoder_config.backbone_config = None
         # The decoder reads the connector outputs, whose channels follow from the SAM width and the scales.
         sam_width = self.segmentation_encoder_config.hidden_size
         self.decoder_config.feature_channels = self.connector_output_channels(sam_width)

@@ -21,13 +21,16 @@ import torch
 from torch import nn
 from transformers import AutoModel, AutoModelForCausalLM, PreTrainedModel
 from transformers import initialization as init
-from transformers.utils import ModelOutput
+from transformers.utils import ModelOutput, logging
 
 from .configuration_xsam import XSamConfig
 from .loss import XSamSegmentationLoss
 from .projection import XSamProjector, pixel_shuffle, region_features
 from .segmentation import XSamConnector, XSamCosineClassHead, XSamSegmentationDecoder
 from .spans import condition_ids, seg_ids
+from .stage_loading import STAGE_CHAINING, StageLoadReport, load_stage_weights
+
+logger = logging.get_logger(__name__)
 
 
 @dataclass
@@ -203,6 +206,30 @@ class XSamForSegmentation(XSamPreTrainedModel):
 
     def set_output_embeddings(self, value):
         self.language_model.set_output_embeddings(value)
+
+    def load_stage_weights(
+        self,
+        source,
+        from_stage: str | None = None,
+        prefixes: list[str] | None = None,
+    ) -> StageLoadReport:
+        """Load an earlier stage's weights non-strictly and report what was loaded and what stayed at init.
+
+        Args:
+            source: a directory saved with `save_pretrained`, a weights file, or a state dict (this package's names;
+                convert official checkpoints with `xsam_hf.modeling.conversion` first).
+            from_stage: `"s1"` or `"s2"`: take the parts the paper's chaining takes from that stage (S2 <- S1's SAM;
+                S3 <- S1's SAM, connector and decoder, and S2's projectors). Ignored if `prefixes` is given.
+            prefixes: explicit parameter-name prefixes to load.
+        """
+        if prefixes is None and from_stage is not None:
+            key = (from_stage, self.config.stage)
+            if key not in STAGE_CHAINING:
+                raise ValueError(f"No chaining from stage {from_stage!r} into a {self.config.stage!r} model.")
+            prefixes = list(STAGE_CHAINING[key])
+        report = load_stage_weights(self, source, prefixes)
+        logger.info("Stage weights: %s", report.summary())
+        return report
 
     # ----------------------------------------------------------------------------------------------------------
     # Image features
@@ -423,7 +450,10 @@ class XSamForSegmentation(XSamPreTrainedModel):
             conditions=conditions,
             condition_mask=mask,
             sample_index=torch.tensor(sample_idx, device=device),
-            condition_index=torch.tensor(cond_idx, device=device) + label_offset * (torch.tensor(cond_idx, device=device) >= 0),
+            # A multi-<SEG> instance's target class, in the (possibly batch-packed) class list.
+            condition_index=torch.tensor(
+                [k + int(o) if k >= 0 else -1 for k, o in zip(cond_idx, label_offset)], device=device
+            ),
             label_offset=label_offset,
         )
 
