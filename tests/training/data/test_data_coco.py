@@ -1,6 +1,6 @@
 import numpy as np
 from PIL import Image
-from xsam_data_fixtures import (box_mask, rect_polygon, rle_of, uncompressed_rle_of, write_image, write_json,
+from xsam_data_fixtures import (assert_picklable, box_mask, rect_polygon, rle_of, uncompressed_rle_of, write_image, write_json,
                                 write_panoptic_png)
 
 from xsam_hf.training.data import (SkipCounter, load_ade20k_panoptic, load_coco_instances, load_coco_panoptic,
@@ -48,6 +48,7 @@ def test_coco_panoptic_masks_classes_and_flags_match_the_png(tmp_path):
     source = load_coco_panoptic(tmp_path / "annotations/panoptic_train2017.json", tmp_path / "panoptic_train2017",
                                 tmp_path / "train2017")
     assert len(source) == 1 and source.task == "genseg"
+    assert_picklable(source)
     example = source[0]
     assert example.class_names == ["person", "car", "tree", "wall"]  # sorted by id, names cleaned
     assert example.class_ids == [1, 3, 184, 199]
@@ -135,6 +136,7 @@ def test_user_coco_instances_with_polygons_rle_and_crowd_load_without_code(tmp_p
     counter = SkipCounter()
     source = load_coco_instances(tmp_path / "instances.json", tmp_path, counter=counter)
     first, second = list(source)
+    assert_picklable(source)
     assert first.class_names == ["person", "dog"] and first.class_ids == [1, 18]
     assert [(o.object_id, o.class_index) for o in first.objects] == [("1", 0), ("2", 1)]
     assert np.array_equal(decode_rle(first.objects[0].mask), person)

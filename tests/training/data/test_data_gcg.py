@@ -1,5 +1,5 @@
 import numpy as np
-from xsam_data_fixtures import box_mask, rect_polygon, rle_of, write_image, write_json
+from xsam_data_fixtures import assert_picklable, box_mask, rect_polygon, rle_of, write_image, write_json
 
 from xsam_hf.training.data import (SkipCounter, load_flickr_gcg, load_gcg, load_gcg_eval, load_grandf_gcg,
                                    load_refcocog_gcg)
@@ -30,6 +30,7 @@ def test_grandf_shape_reads_spans_and_unions_masks(tmp_path):
     examples = list(source)
     assert len(examples) == 1 and counter.count(reason="build_failed") == 1  # span outside the caption
     example = examples[0]
+    assert_picklable(source)
     assert example.task == "gcgseg" and example.caption == caption and example.image_size == (H, W)
     assert example.class_names == ["a horse", "A man"]  # file order; sampling sorts
     _assert_spans_index_the_caption(example)
@@ -49,7 +50,9 @@ def test_refcocog_gcg_shape_finds_spans_by_searching_the_caption(tmp_path):
         ]}},
     ])
     counter = SkipCounter()
-    example = load_refcocog_gcg(path, tmp_path / "images", counter=counter)[0]
+    source = load_refcocog_gcg(path, tmp_path / "images", counter=counter)
+    assert_picklable(source)
+    example = source[0]
     assert [(p.text, p.start, p.end) for p in example.phrases] == [("The man", 0, 7), ("The horse", 25, 34)]
     _assert_spans_index_the_caption(example)
     assert np.array_equal(decode_rle(example.objects[0].mask), decode_mask([rect_polygon(0, 0, 8, 6)], H, W))
@@ -71,7 +74,9 @@ def test_flickr_gcg_shape_groups_annotations_by_span(tmp_path):
             {"id": 4, "image_id": 7, "tokens_positive": [29, 34], "sam_mask": rle_of(BEACH), "category_id": 1},
         ],
     })
-    example = load_flickr_gcg(path, tmp_path)[0]
+    source = load_flickr_gcg(path, tmp_path)
+    assert_picklable(source)
+    example = source[0]
     assert example.class_names == ["A man", "a horse", "beach"]
     _assert_spans_index_the_caption(example)
     assert [np.array_equal(decode_rle(o.mask), m) for o, m in zip(example.objects, [MAN, HORSE, BEACH])] == [True] * 3
@@ -98,6 +103,7 @@ def test_gcg_evaluation_files_pair_masks_with_captions(tmp_path):
     counter = SkipCounter()
     source = load_gcg_eval(mask_json, caption_json, tmp_path / "val_test", counter=counter)
     assert len(source) == 1 and counter.count(reason="image_without_caption") == 1
+    assert_picklable(source)
     example = source[0]
     assert example.caption == "A man and a horse." and example.image_path.endswith("val_test/sa_9.jpg")
     assert [o.class_index for o in example.objects] == [-1, -1] and example.class_names == []

@@ -1,4 +1,4 @@
-from xsam_data_fixtures import write_json
+from xsam_data_fixtures import assert_picklable, write_json
 
 from xsam_hf.training.data import SkipCounter, load_llava
 from xsam_hf.training.data.schema import Turn
@@ -26,6 +26,7 @@ def test_llava_turns_roles_and_image_placeholder(tmp_path):
     assert [e.meta["id"] for e in source] == ["000000033471", "GCC_train_0001"]  # text-only excluded (S3)
     assert counter.count(reason="bad_conversation") == 2
     bus = source[0]
+    assert_picklable(source)
     assert bus.task == "chat" and bus.source == "llava_v1_5_mix665k"
     assert bus.image_path == str(tmp_path / "llava_images/coco/train2017/000000033471.jpg")
     assert bus.conversation == [

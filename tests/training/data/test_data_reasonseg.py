@@ -1,5 +1,5 @@
 import numpy as np
-from xsam_data_fixtures import write_image, write_json
+from xsam_data_fixtures import assert_picklable, write_image, write_json
 
 from xsam_hf.training.data import SkipCounter, load_reasonseg
 from xsam_hf.training.data.masks import decode_rle
@@ -48,6 +48,7 @@ def test_reasonseg_fills_polygons_largest_first_and_removes_ignore_regions(tmp_p
     source = load_reasonseg(split, explanatory_json=tmp_path / "lisa/explanatory/train.json", counter=counter)
     assert counter.count(reason="image_without_annotation") == 1
     examples = {e.meta["file_name"]: e for e in source}
+    assert_picklable(source.subset([1]))  # record 0 is broken.jpg
     assert counter.count(reason="build_failed") == 1  # broken.json has no query
     assert set(examples) == {"cake.jpg", "phrase.jpg"}
 

@@ -2,7 +2,7 @@ import pickle
 
 import numpy as np
 import pytest
-from xsam_data_fixtures import rect_polygon, rle_of, box_mask, write_json
+from xsam_data_fixtures import assert_picklable, rect_polygon, rle_of, box_mask, write_json
 
 from xsam_hf.training.data import SkipCounter, load_refcoco
 from xsam_hf.training.data.masks import decode_mask, decode_rle
@@ -51,6 +51,7 @@ def test_refcoco_groups_referred_objects_per_image_with_their_sentences(tmp_path
     counter = SkipCounter()
     source = load_refcoco(tmp_path / "refcoco", tmp_path / "images" / "train2014", split="train", counter=counter)
     assert source.name == "refcoco_unc_train" and len(source) == 1
+    assert_picklable(source)
     example = source[0]
     assert example.task == "refseg" and example.image_size == (H, W)
     assert example.image_path.endswith("train2014/COCO_train2014_000000000100.jpg")

@@ -2,7 +2,7 @@ import math
 
 import numpy as np
 import pytest
-from xsam_data_fixtures import box_mask, rle_of, write_image, write_json
+from xsam_data_fixtures import assert_picklable, box_mask, rle_of, write_image, write_json
 
 from xsam_hf.training.data import (BalancedConcatDataset, SkipCounter, SourceGroupedBatchSampler,
                                    XSamTrainingDataset, load_coco_instances, repeat_factors)
@@ -118,6 +118,7 @@ def test_training_dataset_skips_corrupt_images_counts_them_and_keeps_empty_examp
     counter = SkipCounter()
     source = load_coco_instances(tmp_path / "instances.json", tmp_path, counter=counter)
     dataset = XSamTrainingDataset(source, seed=1, load_images=True)
+    assert_picklable(dataset)
     served = [dataset[i] for i in range(len(dataset))]
     ids = [s.example.meta["image_id"] for s in served]
     assert ids == [0, 2, 2, 0, 0]  # broken ones replaced by the next readable sample of the same source

@@ -2,7 +2,7 @@ import json
 
 import numpy as np
 import pytest
-from xsam_data_fixtures import box_mask, rect_polygon, rle_of, uncompressed_rle_of
+from xsam_data_fixtures import assert_picklable, box_mask, rect_polygon, rle_of, uncompressed_rle_of
 
 from xsam_hf.training.data.categories import clean_category_name
 from xsam_hf.training.data.json_io import iter_json_array
@@ -78,6 +78,7 @@ def test_example_round_trips_through_arrow(tmp_path):
     dataset = to_hf_dataset([_full_example(), empty], cache_dir=tmp_path / "cache")
     assert dataset[0]["image_path"] == "/x.jpg" and dataset[1]["image_path"] is None
     source = source_from_hf_dataset(dataset)
+    assert_picklable(source)
     assert source[0] == _full_example()
     assert source[1] == empty
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 from skimage import data as skimage_data
-from xsam_data_fixtures import box_mask, rect_polygon, rle_of, write_json
+from xsam_data_fixtures import assert_picklable, box_mask, rect_polygon, rle_of, write_json
 
 from xsam_hf.training.data import SkipCounter, generate_coco_vgd, load_coco_interactive, load_coco_vgd
 from xsam_hf.training.data.masks import decode_rle
@@ -92,8 +92,10 @@ def test_coco_interactive_dilates_points_and_scribbles_and_keeps_raw_clicks(tmp_
                  {"id": 78, "category_id": 999, "segmentation": rle_of(obj)}],
     }])
     counter = SkipCounter()
-    example = load_coco_interactive(path, tmp_path / "val2017", categories=tmp_path / "instances_val2017.json",
-                                    counter=counter)[0]
+    source = load_coco_interactive(path, tmp_path / "val2017", categories=tmp_path / "instances_val2017.json",
+                                   counter=counter)
+    assert_picklable(source)
+    example = source[0]
     assert example.task == "intseg" and example.class_names == ["air plane"] and example.class_ids == [5]
     assert counter.count(reason="bad_annotation") == 1  # unknown category 999
     (loaded,) = example.objects
@@ -137,6 +139,7 @@ def test_coco_vgd_is_generated_from_instances_when_missing_and_reproducible(tmp_
     source = load_coco_vgd(vgd_json, tmp_path / "train2017", generate_from=instances, seed=5)
     assert vgd_json.exists() and not vgd_json.with_name(vgd_json.name + ".partial").exists()
     examples = {e.meta["image_id"]: e for e in source}
+    assert_picklable(source)
     assert set(examples) == {1, 2}  # image 3 has only a crowd annotation
     first = examples[1]
     assert first.task == "vgdseg" and first.class_names == ["person", "dog", "cat"]

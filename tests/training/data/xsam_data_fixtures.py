@@ -60,3 +60,12 @@ def write_panoptic_png(path: Path, segment_ids: np.ndarray) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(id2rgb(segment_ids)).save(path)
     return path
+
+
+def assert_picklable(source: Any) -> None:
+    """DataLoader workers started with spawn/forkserver receive the dataset pickled: it must survive the trip."""
+    import pickle
+
+    copy = pickle.loads(pickle.dumps(source))
+    assert len(copy) == len(source)
+    assert copy[0] == source[0]

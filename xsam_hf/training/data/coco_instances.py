@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +87,23 @@ def group_annotations_by_image(annotations: Iterable[Mapping[str, Any]]) -> dict
     return grouped
 
 
+def _build_instances_example(record: _ImageRecord, *, source: str, task: str, image_dir: str | Path,
+                             categories: CategoryTable, include_crowd: bool, counter: SkipCounter) -> XSamExample:
+    image = record.image
+    try:
+        height, width = int(image["height"]), int(image["width"])
+    except (KeyError, ValueError) as error:
+        raise CorruptRecordError(f"image {image.get('id')} lacks height/width") from error
+    return XSamExample(
+        record_id=f"{source}/{image['id']}", task=task, source=source,
+        image_path=image_path_for(image_dir, image["file_name"]), image_size=(height, width),
+        class_names=list(categories.names), class_ids=list(categories.ids),
+        objects=coco_objects(record.annotations, height, width, categories, include_crowd=include_crowd,
+                             counter=counter, source=source),
+        meta={"image_id": image["id"], "file_name": image["file_name"]},
+    )
+
+
 def load_coco_instances(json_path: str | Path, image_dir: str | Path, *, source: str | None = None,
                         task: str = "genseg", include_crowd: bool = False,
                         keep_images_without_annotations: bool = True,
@@ -101,20 +119,6 @@ def load_coco_instances(json_path: str | Path, image_dir: str | Path, *, source:
         anns = by_image.get(image["id"], [])
         if anns or keep_images_without_annotations:
             records.append(_ImageRecord(image=image, annotations=anns))
-
-    def build(record: _ImageRecord) -> XSamExample:
-        image = record.image
-        try:
-            height, width = int(image["height"]), int(image["width"])
-        except (KeyError, ValueError) as error:
-            raise CorruptRecordError(f"image {image.get('id')} lacks height/width") from error
-        return XSamExample(
-            record_id=f"{source}/{image['id']}", task=task, source=source,
-            image_path=image_path_for(image_dir, image["file_name"]), image_size=(height, width),
-            class_names=list(categories.names), class_ids=list(categories.ids),
-            objects=coco_objects(record.annotations, height, width, categories, include_crowd=include_crowd,
-                                 counter=counter, source=source),
-            meta={"image_id": image["id"], "file_name": image["file_name"]},
-        )
-
-    return ExampleSource(source, task, records, build, counter)
+    builder = partial(_build_instances_example, source=source, task=task, image_dir=image_dir, categories=categories,
+                      include_crowd=include_crowd, counter=counter)
+    return ExampleSource(source, task, records, builder, counter)

@@ -7,6 +7,7 @@ entry point for a user's own panoptic data (``load_coco_panoptic(json, png_dir, 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,38 @@ def read_panoptic_png(path: str | Path) -> np.ndarray:
         return rgb2id(np.asarray(png.convert("RGB")))
 
 
+def _build_panoptic_example(record: PanopticRecord, *, source: str, task: str, image_dir: str | Path,
+                            categories: CategoryTable, include_crowd: bool, counter: SkipCounter) -> XSamExample:
+    ids = read_panoptic_png(record.png_path)
+    height, width = ids.shape
+    stated = (int(record.image.get("height", height)), int(record.image.get("width", width)))
+    if stated != (height, width):
+        raise CorruptRecordError(f"PNG {record.png_path} is {height}x{width}, JSON says {stated}")
+    index_of = categories.index_of
+    objects = []
+    for segment in record.annotation["segments_info"]:
+        iscrowd = bool(segment.get("iscrowd", 0))
+        if iscrowd and not include_crowd:
+            continue
+        mask = ids == int(segment["id"])
+        category_id = int(segment["category_id"])
+        if not mask.any() or category_id not in index_of:
+            counter.record(source, "empty_or_unknown_segment", f"{record.image['id']}:{segment['id']}")
+            continue
+        class_index = index_of[category_id]
+        objects.append(SegObject(mask=encode_mask(mask), class_index=class_index,
+                                 isthing=categories.isthing[class_index], iscrowd=iscrowd,
+                                 object_id=str(segment["id"]),
+                                 bbox=[float(v) for v in segment["bbox"]] if "bbox" in segment else None))
+    return XSamExample(
+        record_id=f"{source}/{record.image['id']}", task=task, source=source,
+        image_path=image_path_for(image_dir, record.image["file_name"]), image_size=(height, width),
+        class_names=list(categories.names), class_ids=list(categories.ids), objects=objects,
+        meta={"image_id": record.image["id"], "file_name": record.image["file_name"],
+              "panoptic_png": record.png_path, "segments_info": record.annotation["segments_info"]},
+    )
+
+
 def load_coco_panoptic(panoptic_json: str | Path, panoptic_png_dir: str | Path, image_dir: str | Path, *,
                        source: str | None = None, task: str = "genseg", include_crowd: bool = False,
                        counter: SkipCounter | None = None) -> ExampleSource[PanopticRecord]:
@@ -56,38 +89,9 @@ def load_coco_panoptic(panoptic_json: str | Path, panoptic_png_dir: str | Path, 
             continue
         records.append(PanopticRecord(image=image, annotation=ann,
                                       png_path=str(Path(panoptic_png_dir) / ann["file_name"])))
-
-    def build(record: PanopticRecord) -> XSamExample:
-        ids = read_panoptic_png(record.png_path)
-        height, width = ids.shape
-        stated = (int(record.image.get("height", height)), int(record.image.get("width", width)))
-        if stated != (height, width):
-            raise CorruptRecordError(f"PNG {record.png_path} is {height}x{width}, JSON says {stated}")
-        index_of = categories.index_of
-        objects = []
-        for segment in record.annotation["segments_info"]:
-            iscrowd = bool(segment.get("iscrowd", 0))
-            if iscrowd and not include_crowd:
-                continue
-            mask = ids == int(segment["id"])
-            category_id = int(segment["category_id"])
-            if not mask.any() or category_id not in index_of:
-                counter.record(source, "empty_or_unknown_segment", f"{record.image['id']}:{segment['id']}")
-                continue
-            class_index = index_of[category_id]
-            objects.append(SegObject(mask=encode_mask(mask), class_index=class_index,
-                                     isthing=categories.isthing[class_index], iscrowd=iscrowd,
-                                     object_id=str(segment["id"]),
-                                     bbox=[float(v) for v in segment["bbox"]] if "bbox" in segment else None))
-        return XSamExample(
-            record_id=f"{source}/{record.image['id']}", task=task, source=source,
-            image_path=image_path_for(image_dir, record.image["file_name"]), image_size=(height, width),
-            class_names=list(categories.names), class_ids=list(categories.ids), objects=objects,
-            meta={"image_id": record.image["id"], "file_name": record.image["file_name"],
-                  "panoptic_png": record.png_path, "segments_info": record.annotation["segments_info"]},
-        )
-
-    return ExampleSource(source, task, records, build, counter)
+    builder = partial(_build_panoptic_example, source=source, task=task, image_dir=image_dir, categories=categories,
+                      include_crowd=include_crowd, counter=counter)
+    return ExampleSource(source, task, records, builder, counter)
 
 
 def load_ade20k_panoptic(panoptic_json: str | Path, panoptic_png_dir: str | Path, image_dir: str | Path, *,

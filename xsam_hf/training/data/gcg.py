@@ -19,13 +19,14 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
 from .coco_instances import group_annotations_by_image, image_path_for
-from .json_io import iter_json_array, load_json
+from .json_io import CompactJsonList, iter_json_array, load_json
 from .masks import rle_union, to_rle
 from .schema import PhraseSpan, Rle, SegObject, XSamExample
 from .skips import CorruptRecordError, SkipCounter
@@ -55,30 +56,60 @@ def _span(caption: str, start: int, end: int, record_id: str) -> tuple[str, int,
     return caption[start:end], start, end
 
 
+def _build_grandf_example(item: dict[str, Any], *, source: str, image_dir: str | Path) -> XSamExample:
+    caption = str(item["caption"])
+    record_id = f"{source}/{item.get('image_id', item['file_name'])}"
+    groundings = []
+    for phrase, grounding in item["groundings"].items():
+        start, end = (int(v) for v in grounding["token_positives"])
+        text, start, end = _span(caption, start, end, record_id)
+        masks = [to_rle(m) for m in grounding["rle_masks"]]
+        groundings.append((text, start, end, rle_union(masks)))
+    return _gcg_example(record_id, source, image_path_for(image_dir, item["file_name"]), caption, groundings,
+                        {"image_id": item.get("image_id"), "file_name": item["file_name"]})
+
+
 def load_grandf_gcg(json_path: str | Path, image_dir: str | Path, *, source: str | None = None,
                     counter: SkipCounter | None = None) -> ExampleSource[dict[str, Any]]:
     """``GranDf_HA_GCG_train.json`` or ``OpenPsgGCG_train.json`` (streamed element by element)."""
     source = source or Path(json_path).stem
-    records = list(iter_json_array(json_path))
-
-    def build(item: dict[str, Any]) -> XSamExample:
-        caption = str(item["caption"])
-        record_id = f"{source}/{item.get('image_id', item['file_name'])}"
-        groundings = []
-        for phrase, grounding in item["groundings"].items():
-            start, end = (int(v) for v in grounding["token_positives"])
-            text, start, end = _span(caption, start, end, record_id)
-            masks = [to_rle(m) for m in grounding["rle_masks"]]
-            groundings.append((text, start, end, rle_union(masks)))
-        return _gcg_example(record_id, source, image_path_for(image_dir, item["file_name"]), caption, groundings,
-                            {"image_id": item.get("image_id"), "file_name": item["file_name"]})
-
-    return ExampleSource(source, "gcgseg", records, build, counter)
+    records = CompactJsonList(iter_json_array(json_path))
+    builder = partial(_build_grandf_example, source=source, image_dir=image_dir)
+    return ExampleSource(source, "gcgseg", records, builder, counter)
 
 
 def _image_size(path: str) -> tuple[int, int]:
     with Image.open(path) as image:  # header only
         return image.size[1], image.size[0]
+
+
+def _build_refcocog_gcg_example(record: tuple[str, dict[str, Any]], *, source: str, image_dir: str | Path,
+                                counter: SkipCounter) -> XSamExample:
+    key, item = record
+    caption = str(item["caption"])
+    image_path = image_path_for(image_dir, item["img_file_name"])
+    record_id = f"{source}/{key}"
+    lowered, cursor, groundings = caption.lower(), 0, []
+    size: tuple[int, int] | None = None
+    for ref in item["refs"]:
+        sentence = str(ref["sentence"]).strip().lower()
+        start = lowered.find(sentence, cursor) if sentence else -1
+        if start < 0:
+            start = lowered.find(sentence) if sentence else -1
+        if start < 0:
+            counter.record(source, "phrase_not_in_caption", f"{key}:{sentence}")
+            continue
+        segmentation = ref["segmentation"]
+        if isinstance(segmentation, dict):
+            mask = to_rle(segmentation)
+        else:
+            size = size or _image_size(image_path)
+            mask = to_rle(segmentation, *size)
+        end = start + len(sentence)
+        groundings.append((caption[start:end], start, end, mask))
+        cursor = end
+    return _gcg_example(record_id, source, image_path, caption, groundings,
+                        {"file_name": item["img_file_name"], "key": key})
 
 
 def load_refcocog_gcg(json_path: str | Path, image_dir: str | Path, *, source: str | None = None,
@@ -87,42 +118,32 @@ def load_refcocog_gcg(json_path: str | Path, image_dir: str | Path, *, source: s
     (left to right, each search starting after the previous match); a sentence not found is skipped and counted."""
     counter = counter if counter is not None else SkipCounter()
     source = source or Path(json_path).stem
-    records = [(key, value) for element in iter_json_array(json_path) for key, value in element.items()]
-
-    def build(record: tuple[str, dict[str, Any]]) -> XSamExample:
-        key, item = record
-        caption = str(item["caption"])
-        image_path = image_path_for(image_dir, item["img_file_name"])
-        record_id = f"{source}/{key}"
-        lowered, cursor, groundings = caption.lower(), 0, []
-        size: tuple[int, int] | None = None
-        for ref in item["refs"]:
-            sentence = str(ref["sentence"]).strip().lower()
-            start = lowered.find(sentence, cursor) if sentence else -1
-            if start < 0:
-                start = lowered.find(sentence) if sentence else -1
-            if start < 0:
-                counter.record(source, "phrase_not_in_caption", f"{key}:{sentence}")
-                continue
-            segmentation = ref["segmentation"]
-            if isinstance(segmentation, dict):
-                mask = to_rle(segmentation)
-            else:
-                size = size or _image_size(image_path)
-                mask = to_rle(segmentation, *size)
-            end = start + len(sentence)
-            groundings.append((caption[start:end], start, end, mask))
-            cursor = end
-        return _gcg_example(record_id, source, image_path, caption, groundings,
-                            {"file_name": item["img_file_name"], "key": key})
-
-    return ExampleSource(source, "gcgseg", records, build, counter)
+    records = CompactJsonList((key, value) for element in iter_json_array(json_path) for key, value in element.items())
+    builder = partial(_build_refcocog_gcg_example, source=source, image_dir=image_dir, counter=counter)
+    return ExampleSource(source, "gcgseg", records, builder, counter)
 
 
 def _first_span(tokens_positive: Any) -> tuple[int, int]:
     """``[s, e]`` or ``[[s, e], ...]`` -> one span covering them."""
     spans = [tokens_positive] if tokens_positive and not isinstance(tokens_positive[0], list) else tokens_positive
     return min(int(s) for s, _ in spans), max(int(e) for _, e in spans)
+
+
+def _build_flickr_example(record: tuple[dict[str, Any], list[dict[str, Any]]], *, source: str,
+                          image_dir: str | Path) -> XSamExample:
+    image, annotations = record
+    caption = str(image["caption"])
+    record_id = f"{source}/{image['id']}"
+    masks_by_span: dict[tuple[int, int], list[Rle]] = defaultdict(list)
+    for ann in annotations:
+        start, end = _first_span(ann["tokens_positive"])
+        masks_by_span[(start, end)].append(to_rle(ann["sam_mask"]))
+    groundings = []
+    for (start, end), masks in masks_by_span.items():
+        text, start, end = _span(caption, start, end, record_id)
+        groundings.append((text, start, end, rle_union(masks)))
+    return _gcg_example(record_id, source, image_path_for(image_dir, image["file_name"]), caption, groundings,
+                        {"image_id": image["id"], "file_name": image["file_name"]})
 
 
 def load_flickr_gcg(json_path: str | Path, image_dir: str | Path, *, source: str | None = None,
@@ -132,23 +153,19 @@ def load_flickr_gcg(json_path: str | Path, image_dir: str | Path, *, source: str
     data = load_json(json_path)
     by_image = group_annotations_by_image(data["annotations"])
     records = [(image, by_image.get(image["id"], [])) for image in data["images"]]
+    builder = partial(_build_flickr_example, source=source, image_dir=image_dir)
+    return ExampleSource(source, "gcgseg", records, builder, counter)
 
-    def build(record: tuple[dict[str, Any], list[dict[str, Any]]]) -> XSamExample:
-        image, annotations = record
-        caption = str(image["caption"])
-        record_id = f"{source}/{image['id']}"
-        masks_by_span: dict[tuple[int, int], list[Rle]] = defaultdict(list)
-        for ann in annotations:
-            start, end = _first_span(ann["tokens_positive"])
-            masks_by_span[(start, end)].append(to_rle(ann["sam_mask"]))
-        groundings = []
-        for (start, end), masks in masks_by_span.items():
-            text, start, end = _span(caption, start, end, record_id)
-            groundings.append((text, start, end, rle_union(masks)))
-        return _gcg_example(record_id, source, image_path_for(image_dir, image["file_name"]), caption, groundings,
-                            {"image_id": image["id"], "file_name": image["file_name"]})
 
-    return ExampleSource(source, "gcgseg", records, build, counter)
+def _build_gcg_eval_example(record: dict[str, Any], *, source: str, image_dir: str | Path) -> XSamExample:
+    image = record["image"]
+    height, width = int(image["height"]), int(image["width"])
+    objects = [SegObject(mask=to_rle(a["segmentation"], height, width), class_index=-1,
+                         object_id=str(a.get("id", k)), bbox=a.get("bbox"))
+               for k, a in enumerate(record["annotations"])]
+    return XSamExample(record_id=f"{source}/{image['id']}", task="gcgseg", source=source,
+                       image_path=image_path_for(image_dir, f"{image['id']}.jpg"), image_size=(height, width),
+                       objects=objects, caption=record["caption"], meta={"image_id": image["id"]})
 
 
 def load_gcg_eval(mask_json: str | Path, caption_json: str | Path, image_dir: str | Path, *,
@@ -166,18 +183,8 @@ def load_gcg_eval(mask_json: str | Path, caption_json: str | Path, image_dir: st
             continue
         records.append({"image": image, "annotations": by_image.get(image["id"], []),
                         "caption": captions[str(image["id"])]})
-
-    def build(record: dict[str, Any]) -> XSamExample:
-        image = record["image"]
-        height, width = int(image["height"]), int(image["width"])
-        objects = [SegObject(mask=to_rle(a["segmentation"], height, width), class_index=-1,
-                             object_id=str(a.get("id", k)), bbox=a.get("bbox"))
-                   for k, a in enumerate(record["annotations"])]
-        return XSamExample(record_id=f"{source}/{image['id']}", task="gcgseg", source=source,
-                           image_path=image_path_for(image_dir, f"{image['id']}.jpg"), image_size=(height, width),
-                           objects=objects, caption=record["caption"], meta={"image_id": image["id"]})
-
-    return ExampleSource(source, "gcgseg", records, build, counter)
+    builder = partial(_build_gcg_eval_example, source=source, image_dir=image_dir)
+    return ExampleSource(source, "gcgseg", records, builder, counter)
 
 
 def _first_char(path: str | Path) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -63,4 +64,8 @@ def source_from_hf_dataset(dataset: datasets.Dataset, *, name: str | None = None
     """An Arrow-cached data set (one source) back as an :class:`~.source.ExampleSource` for training."""
     first = dataset[0] if len(dataset) else {"source": name or "empty", "task": task or "chat"}
     return ExampleSource(name or first["source"], task or first["task"], range(len(dataset)),
-                         lambda index: row_to_example(dataset[int(index)]))
+                         partial(_example_at, dataset))
+
+
+def _example_at(dataset: datasets.Dataset, index: int) -> XSamExample:
+    return row_to_example(dataset[int(index)])

@@ -10,17 +10,31 @@ Evaluation uses one sample per annotation per prompt type: :func:`~.sampling.exp
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from .coco_instances import image_path_for
-from .json_io import iter_json_array
+from .coco_instances import CategoryTable, image_path_for
+from .json_io import CompactJsonList, iter_json_array
 from .schema import XSamExample
 from .skips import SkipCounter
 from .source import ExampleSource
 from .visual_prompt_annotations import category_table, prompted_objects
 
 DILATION = {"point": 10, "scribble": 5}
+
+
+def _build_interactive_example(item: dict[str, Any], *, source: str, image_dir: str | Path, table: CategoryTable,
+                               dilate: bool, counter: SkipCounter) -> XSamExample:
+    info = item["image_info"]
+    height, width = int(info["height"]), int(info["width"])
+    file_name = info.get("file_name") or item["image"]
+    objects = prompted_objects(item["anns"], height, width, table, key_pattern="{type}_visual_prompt_mask",
+                               dilate=DILATION if dilate else {}, counter=counter, source=source)
+    return XSamExample(record_id=f"{source}/{info['id']}", task="intseg", source=source,
+                       image_path=image_path_for(image_dir, file_name), image_size=(height, width),
+                       class_names=list(table.names), class_ids=list(table.ids), objects=objects,
+                       meta={"image_id": info["id"], "file_name": file_name})
 
 
 def load_coco_interactive(json_path: str | Path, image_dir: str | Path, *,
@@ -30,18 +44,11 @@ def load_coco_interactive(json_path: str | Path, image_dir: str | Path, *,
     """``categories``: COCO category dicts or a COCO JSON path (e.g. ``instances_val2017.json``) for names."""
     counter = counter if counter is not None else SkipCounter()
     source = source or Path(json_path).stem
-    records = list(iter_json_array(json_path))
-    table = category_table(categories, (int(a["category_id"]) for r in records for a in r.get("anns", [])))
-
-    def build(item: dict[str, Any]) -> XSamExample:
-        info = item["image_info"]
-        height, width = int(info["height"]), int(info["width"])
-        file_name = info.get("file_name") or item["image"]
-        objects = prompted_objects(item["anns"], height, width, table, key_pattern="{type}_visual_prompt_mask",
-                                   dilate=DILATION if dilate else {}, counter=counter, source=source)
-        return XSamExample(record_id=f"{source}/{info['id']}", task="intseg", source=source,
-                           image_path=image_path_for(image_dir, file_name), image_size=(height, width),
-                           class_names=list(table.names), class_ids=list(table.ids), objects=objects,
-                           meta={"image_id": info["id"], "file_name": file_name})
-
-    return ExampleSource(source, "intseg", records, build, counter)
+    records, seen_category_ids = CompactJsonList(), set()
+    for item in iter_json_array(json_path):
+        seen_category_ids.update(int(a["category_id"]) for a in item.get("anns", []))
+        records.append(item)
+    table = category_table(categories, seen_category_ids)
+    builder = partial(_build_interactive_example, source=source, image_dir=image_dir, table=table, dilate=dilate,
+                      counter=counter)
+    return ExampleSource(source, "intseg", records, builder, counter)

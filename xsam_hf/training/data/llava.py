@@ -2,16 +2,18 @@
 
 A list of ``{id, image?, conversations: [{from: human|gpt, value}]}``. The ``<image>`` placeholder is removed from
 the text (with the newline that joins it to the question); the processor re-inserts it in front of the first user
-turn. The file is streamed; each record is validated while reading, so a broken one is counted and dropped then.
+turn. The file is streamed; each record is validated while reading, so a broken one is counted and dropped then,
+and kept as compact JSON text until it is accessed.
 """
 
 from __future__ import annotations
 
 import re
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from .json_io import iter_json_array
+from .json_io import CompactJsonList, iter_json_array
 from .schema import Turn, XSamExample
 from .skips import SkipCounter
 from .source import ExampleSource
@@ -36,16 +38,19 @@ def llava_record_to_example(item: dict[str, Any], image_dir: str | Path, source:
 
 
 def load_llava(json_path: str | Path, image_dir: str | Path, *, exclude_text_only: bool = True,
-               source: str | None = None, counter: SkipCounter | None = None) -> ExampleSource[XSamExample]:
+               source: str | None = None, counter: SkipCounter | None = None) -> ExampleSource[dict[str, Any]]:
     """``exclude_text_only=True`` (the S3 setting) drops conversations without an image."""
     counter = counter if counter is not None else SkipCounter()
     source = source or Path(json_path).stem
-    examples = []
+    records = CompactJsonList()
     for position, item in enumerate(iter_json_array(json_path)):
         if exclude_text_only and not item.get("image"):
             continue
         try:
-            examples.append(llava_record_to_example(item, image_dir, source))
+            llava_record_to_example(item, image_dir, source)  # validate now, so broken records never enter
         except Exception as error:  # noqa: BLE001
             counter.record(source, "bad_conversation", str(item.get("id", position)), error)
-    return ExampleSource(source, "chat", examples, lambda example: example, counter)
+            continue
+        records.append(item)
+    builder = partial(llava_record_to_example, image_dir=image_dir, source=source)
+    return ExampleSource(source, "chat", records, builder, counter)

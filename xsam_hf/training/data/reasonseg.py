@@ -7,6 +7,7 @@ filled largest first, so a smaller polygon drawn later wins where they overlap; 
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,28 @@ def load_explanations(explanatory_json: str | Path) -> dict[str, str]:
             for item in load_json(explanatory_json) if item.get("image") and item.get("outputs")}
 
 
+def _build_reasonseg_example(image_path: Path, *, source: str, explanations: dict[str, str]) -> XSamExample:
+    annotation = load_json(image_path.with_suffix(".json"))
+    queries = _queries(annotation)
+    if not queries:
+        raise CorruptRecordError(f"{image_path.name}: no query text")
+    if "imageHeight" in annotation and "imageWidth" in annotation:
+        height, width = int(annotation["imageHeight"]), int(annotation["imageWidth"])
+    else:
+        with Image.open(image_path) as image:  # reads the header only
+            width, height = image.size
+    target, ignore = rasterise_labelme_shapes(annotation.get("shapes", []), height, width)
+    return XSamExample(
+        record_id=f"{source}/{image_path.stem}", task="reaseg", source=source, image_path=str(image_path),
+        image_size=(height, width),
+        objects=[SegObject(mask=encode_mask(target), object_id=image_path.stem, texts=queries)],
+        is_sentence=bool(annotation.get("is_sentence", False)),
+        explanation=explanations.get(image_path.name),
+        ignore_mask=encode_mask(ignore) if ignore.any() else None,
+        meta={"file_name": image_path.name},
+    )
+
+
 def load_reasonseg(split_dir: str | Path, *, explanatory_json: str | Path | None = None,
                    source: str | None = None, counter: SkipCounter | None = None) -> ExampleSource[Path]:
     """All ``*.jpg`` of ``split_dir`` that have a same-name ``*.json``; one example per image.
@@ -69,26 +92,5 @@ def load_reasonseg(split_dir: str | Path, *, explanatory_json: str | Path | None
             records.append(image_path)
         else:
             counter.record(source, "image_without_annotation", image_path.name)
-
-    def build(image_path: Path) -> XSamExample:
-        annotation = load_json(image_path.with_suffix(".json"))
-        queries = _queries(annotation)
-        if not queries:
-            raise CorruptRecordError(f"{image_path.name}: no query text")
-        if "imageHeight" in annotation and "imageWidth" in annotation:
-            height, width = int(annotation["imageHeight"]), int(annotation["imageWidth"])
-        else:
-            with Image.open(image_path) as image:  # reads the header only
-                width, height = image.size
-        target, ignore = rasterise_labelme_shapes(annotation.get("shapes", []), height, width)
-        return XSamExample(
-            record_id=f"{source}/{image_path.stem}", task="reaseg", source=source, image_path=str(image_path),
-            image_size=(height, width),
-            objects=[SegObject(mask=encode_mask(target), object_id=image_path.stem, texts=queries)],
-            is_sentence=bool(annotation.get("is_sentence", False)),
-            explanation=explanations.get(image_path.name),
-            ignore_mask=encode_mask(ignore) if ignore.any() else None,
-            meta={"file_name": image_path.name},
-        )
-
-    return ExampleSource(source, "reaseg", records, build, counter)
+    builder = partial(_build_reasonseg_example, source=source, explanations=explanations)
+    return ExampleSource(source, "reaseg", records, builder, counter)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import pickle
 from collections import defaultdict
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,26 @@ class _ReferredImage:
     refs: list[tuple[dict[str, Any], dict[str, Any]]]  # (ref, its COCO annotation)
 
 
+def _build_refcoco_example(record: _ReferredImage, *, source: str, image_dir: str | Path,
+                           categories: CategoryTable) -> XSamExample:
+    image = record.image
+    height, width = int(image["height"]), int(image["width"])
+    objects = []
+    for ref, ann in record.refs:
+        objects.append(SegObject(
+            mask=to_rle(ann["segmentation"], height, width), class_index=-1, iscrowd=bool(ann.get("iscrowd", 0)),
+            object_id=str(ref["ref_id"]), bbox=[float(v) for v in ann["bbox"]] if "bbox" in ann else None,
+            texts=[str(s["sent"]).strip() for s in ref["sentences"]],
+        ))
+    return XSamExample(
+        record_id=f"{source}/{image['id']}", task="refseg", source=source,
+        image_path=image_path_for(image_dir, image["file_name"]), image_size=(height, width), objects=objects,
+        meta={"image_id": image["id"], "file_name": image["file_name"],
+              "ann_ids": [int(ann["id"]) for _, ann in record.refs],
+              "category_names": [categories.name_of(int(ann["category_id"])) for _, ann in record.refs]},
+    )
+
+
 def load_refcoco(dataset_dir: str | Path, image_dir: str | Path, *, split: str = "train",
                  split_by: str | None = None, source: str | None = None,
                  counter: SkipCounter | None = None) -> ExampleSource[_ReferredImage]:
@@ -68,23 +89,5 @@ def load_refcoco(dataset_dir: str | Path, image_dir: str | Path, *, split: str =
             continue
         refs_by_image[int(ref["image_id"])].append((ref, ann))
     records = [_ReferredImage(image=images[image_id], refs=refs) for image_id, refs in refs_by_image.items()]
-
-    def build(record: _ReferredImage) -> XSamExample:
-        image = record.image
-        height, width = int(image["height"]), int(image["width"])
-        objects = []
-        for ref, ann in record.refs:
-            objects.append(SegObject(
-                mask=to_rle(ann["segmentation"], height, width), class_index=-1, iscrowd=bool(ann.get("iscrowd", 0)),
-                object_id=str(ref["ref_id"]), bbox=[float(v) for v in ann["bbox"]] if "bbox" in ann else None,
-                texts=[str(s["sent"]).strip() for s in ref["sentences"]],
-            ))
-        return XSamExample(
-            record_id=f"{source}/{image['id']}", task="refseg", source=source,
-            image_path=image_path_for(image_dir, image["file_name"]), image_size=(height, width), objects=objects,
-            meta={"image_id": image["id"], "file_name": image["file_name"],
-                  "ann_ids": [int(ann["id"]) for _, ann in record.refs],
-                  "category_names": [categories.name_of(int(ann["category_id"])) for _, ann in record.refs]},
-        )
-
-    return ExampleSource(source, "refseg", records, build, counter)
+    builder = partial(_build_refcoco_example, source=source, image_dir=image_dir, categories=categories)
+    return ExampleSource(source, "refseg", records, builder, counter)

@@ -20,16 +20,35 @@ class CorruptRecordError(ValueError):
 
 @dataclass
 class SkipCounter:
-    """Thread-safe tally of skipped records, keyed by ``(source, reason)``."""
+    """Thread-safe tally of skipped records, keyed by ``(source, reason)``.
+
+    A record is counted once however often it is met again (an annotation is rebuilt every epoch), so the counts
+    are numbers of distinct broken records. In DataLoader workers each process holds its own copy.
+    """
 
     log_first: int = 5
     counts: Counter[tuple[str, str]] = field(default_factory=Counter)
     examples: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+    _seen: set[tuple[str, str, str]] = field(default_factory=set, repr=False, compare=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def __getstate__(self) -> dict[str, object]:
+        # Locks cannot be pickled (DataLoader workers started by spawn/forkserver pickle the dataset).
+        state = dict(self.__dict__)
+        state.pop("_lock")
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
     def record(self, source: str, reason: str, record_id: str = "", error: BaseException | None = None) -> None:
         key = (source, reason)
         with self._lock:
+            if record_id:
+                if (source, reason, record_id) in self._seen:
+                    return
+                self._seen.add((source, reason, record_id))
             self.counts[key] += 1
             seen = self.examples.setdefault(key, [])
             if len(seen) < self.log_first:

@@ -12,13 +12,14 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .coco_instances import group_annotations_by_image, image_path_for
-from .json_io import iter_json_array, load_json
+from .coco_instances import CategoryTable, group_annotations_by_image, image_path_for
+from .json_io import CompactJsonList, iter_json_array, load_json
 from .masks import decode_mask, encode_mask
 from .schema import XSamExample
 from .skips import SkipCounter
@@ -39,6 +40,17 @@ def _image_hw(item: Mapping[str, Any]) -> tuple[int, int]:
     return int(height), int(width)
 
 
+def _build_vgd_example(item: dict[str, Any], *, source: str, image_dir: str | Path, table: CategoryTable,
+                       counter: SkipCounter) -> XSamExample:
+    height, width = _image_hw(item)
+    objects = prompted_objects(item["annotations"], height, width, table, key_pattern="{type}_visual_prompt",
+                               dilate={}, counter=counter, source=source, prompts_field="visual_prompts")
+    return XSamExample(record_id=f"{source}/{item['image_id']}", task="vgdseg", source=source,
+                       image_path=image_path_for(image_dir, item["image_file"]), image_size=(height, width),
+                       class_names=list(table.names), class_ids=list(table.ids), objects=objects,
+                       meta={"image_id": item["image_id"], "file_name": item["image_file"]})
+
+
 def load_coco_vgd(json_path: str | Path, image_dir: str | Path, *,
                   categories: Iterable[Mapping[str, Any]] | str | Path | None = None,
                   generate_from: str | Path | None = None, seed: int = 0, source: str | None = None,
@@ -55,27 +67,21 @@ def load_coco_vgd(json_path: str | Path, image_dir: str | Path, *,
             raise FileNotFoundError(f"{json_path} does not exist and no instances JSON was given to generate it")
         generate_coco_vgd(generate_from, json_path, seed=seed, counter=counter)
     source = source or json_path.stem
-    records = list(iter_json_array(json_path))
-    table = category_table(categories if categories is not None else generate_from,
-                           (int(a["category_id"]) for r in records for a in r.get("annotations", [])))
-
-    def build(item: dict[str, Any]) -> XSamExample:
-        height, width = _image_hw(item)
-        objects = prompted_objects(item["annotations"], height, width, table, key_pattern="{type}_visual_prompt",
-                                   dilate={}, counter=counter, source=source, prompts_field="visual_prompts")
-        return XSamExample(record_id=f"{source}/{item['image_id']}", task="vgdseg", source=source,
-                           image_path=image_path_for(image_dir, item["image_file"]), image_size=(height, width),
-                           class_names=list(table.names), class_ids=list(table.ids), objects=objects,
-                           meta={"image_id": item["image_id"], "file_name": item["image_file"]})
-
-    return ExampleSource(source, "vgdseg", records, build, counter)
+    records, seen_category_ids = CompactJsonList(), set()
+    for item in iter_json_array(json_path):
+        seen_category_ids.update(int(a["category_id"]) for a in item.get("annotations", []))
+        records.append(item)
+    table = category_table(categories if categories is not None else generate_from, seen_category_ids)
+    builder = partial(_build_vgd_example, source=source, image_dir=image_dir, table=table, counter=counter)
+    return ExampleSource(source, "vgdseg", records, builder, counter)
 
 
 def _prompted_annotation(ann: Mapping[str, Any], height: int, width: int, seed: int) -> dict[str, Any]:
     # Seeded per annotation id: the same annotation gets the same prompts whatever the file order.
     rng = np.random.default_rng([seed, int(ann["id"])])
     prompts = generate_visual_prompts(decode_mask(ann["segmentation"], height, width), rng)
-    stored: dict[str, Any] = {f"{t}_visual_prompt": encode_mask(p["mask"]) for t, p in prompts.items()}  # type: ignore[arg-type]
+    stored: dict[str, Any] = {f"{prompt_type}_visual_prompt": encode_mask(prompt["mask"])  # type: ignore[arg-type]
+                              for prompt_type, prompt in prompts.items()}
     if prompts["point"]["points"] is not None:
         stored["point_visual_prompt_points"] = prompts["point"]["points"]
     if prompts["box"]["box"] is not None:
