@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from importlib import resources
 from typing import Any
 
@@ -18,11 +19,13 @@ from ..presets import get_preset
 from .chat_template import (
     ADDED_TOKENS,
     IGNORE_INDEX,
+    PHI3_CHAT_TEMPLATE,
     PHRASE_END_TOKEN,
     PHRASE_START_TOKEN,
     REGION_TOKEN_INDEX,
     SEG_TOKEN,
     encode_conversation,
+    tokenize_with_placeholders,
 )
 from .image_processing import (
     ImageLike,
@@ -415,6 +418,45 @@ class XSamProcessor(ProcessorMixin):
             result["region_pixel_values"] = self.seg_image_processor(images=rgb, return_tensors="pt")["pixel_values"]
         return result, boxes
 
+    def append_generated(
+        self, inputs: XSamBatchFeature, generated: Sequence[str] | Sequence[Sequence[int]] | torch.Tensor
+    ) -> XSamBatchFeature:
+        """Append each sample's generated answer to its prompt, for the forward pass that reads the answer's
+        `<SEG>` and `<p>...</p>` states (GCG and chat: generate, then segment).
+
+        `generated` holds the new tokens only (ids, or text); each answer is cut after its first stop word
+        (`<|end|>`), which is added if generation stopped early. Returns a new batch (right padded) with the same
+        images, visual prompts and sample info.
+        """
+        stop_id = self.tokenizer.convert_tokens_to_ids(PHI3_CHAT_TEMPLATE.suffix)
+        if isinstance(generated, torch.Tensor):
+            generated = generated.tolist() if generated.ndim == 2 else [generated.tolist()]
+        answers = []
+        for item in generated:
+            ids = tokenize_with_placeholders(self.tokenizer, item) if isinstance(item, str) else [int(i) for i in item]
+            if stop_id in ids:
+                ids = ids[: ids.index(stop_id) + 1]
+            else:
+                ids = [i for i in ids if i != self.tokenizer.pad_token_id] + [stop_id]
+            answers.append(ids)
+        if len(answers) != inputs["input_ids"].shape[0]:
+            raise ValueError(f"Got {len(answers)} generated answers for a batch of {inputs['input_ids'].shape[0]}.")
+        prompts = [row[mask.bool()].tolist() for row, mask in zip(inputs["input_ids"], inputs["attention_mask"])]
+        sequences = [prompt + answer for prompt, answer in zip(prompts, answers)]
+        length = max(len(s) for s in sequences)
+        pad_id = inputs["input_ids"][inputs["attention_mask"] == 0]
+        pad_id = int(pad_id[0]) if pad_id.numel() else (self.tokenizer.pad_token_id or 0)
+        input_ids = torch.full((len(sequences), length), pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(sequences), length), dtype=torch.long)
+        for b, sequence in enumerate(sequences):
+            input_ids[b, : len(sequence)] = torch.tensor(sequence)
+            attention_mask[b, : len(sequence)] = 1
+        data = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask", "labels", "cond_ids", "seg_ids")}
+        data.update(input_ids=input_ids.to(inputs["input_ids"].device), attention_mask=attention_mask.to(inputs["input_ids"].device))
+        texts = [text + self.tokenizer.decode(answer) for text, answer in zip(inputs.texts, answers)]
+        infos = [replace(info, generate=False) for info in inputs.sample_info]
+        return XSamBatchFeature(data, sample_info=infos, prompts=inputs.prompts, texts=texts)
+
     # ------------------------------------------------------------------------------------------------------------
     # Post-processing. `inputs` is what this processor returned for the batch (sizes, class names, prompt boxes);
     # without it, `target_sizes` must give the original image sizes (the canvas crop is derived from them).
@@ -697,8 +739,6 @@ class XSamProcessor(ProcessorMixin):
 
 
 def _with_target_size(info: SampleInfo, size: Sequence[int]) -> SampleInfo:
-    from dataclasses import replace
-
     return replace(info, original_size=(int(size[0]), int(size[1])))
 
 
