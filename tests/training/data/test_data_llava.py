@@ -16,6 +16,7 @@ RECORDS = [
         {"from": "gpt", "value": "a dog on grass"}]},
     {"id": "broken-role", "image": "x.jpg", "conversations": [{"from": "robot", "value": "?"}]},
     {"id": "no-answer", "image": "y.jpg", "conversations": [{"from": "human", "value": "<image>\nHi"}]},
+    "a stray string where a record should be",
 ]
 
 
@@ -25,6 +26,7 @@ def test_llava_turns_roles_and_image_placeholder(tmp_path):
     source = load_llava(path, tmp_path / "llava_images", counter=counter)
     assert [e.meta["id"] for e in source] == ["000000033471", "GCC_train_0001"]  # text-only excluded (S3)
     assert counter.count(reason="bad_conversation") == 2
+    assert counter.report() == {"llava_v1_5_mix665k": {"bad_conversation": 2, "not_a_json_object": 1}}
     bus = source[0]
     assert_picklable(source)
     assert bus.task == "chat" and bus.source == "llava_v1_5_mix665k"

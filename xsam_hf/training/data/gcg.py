@@ -26,7 +26,7 @@ from typing import Any
 from PIL import Image
 
 from .coco_instances import group_annotations_by_image, image_path_for
-from .json_io import CompactJsonList, iter_json_array, load_json
+from .json_io import CompactJsonList, iter_json_array, iter_json_objects, load_json
 from .masks import rle_union, to_rle
 from .schema import PhraseSpan, Rle, SegObject, XSamExample
 from .skips import CorruptRecordError, SkipCounter
@@ -72,8 +72,9 @@ def _build_grandf_example(item: dict[str, Any], *, source: str, image_dir: str |
 def load_grandf_gcg(json_path: str | Path, image_dir: str | Path, *, source: str | None = None,
                     counter: SkipCounter | None = None) -> ExampleSource[dict[str, Any]]:
     """``GranDf_HA_GCG_train.json`` or ``OpenPsgGCG_train.json`` (streamed element by element)."""
+    counter = counter if counter is not None else SkipCounter()
     source = source or Path(json_path).stem
-    records = CompactJsonList(iter_json_array(json_path))
+    records = CompactJsonList(iter_json_objects(json_path, counter.skipper(source)))
     builder = partial(_build_grandf_example, source=source, image_dir=image_dir)
     return ExampleSource(source, "gcgseg", records, builder, counter)
 
@@ -118,7 +119,8 @@ def load_refcocog_gcg(json_path: str | Path, image_dir: str | Path, *, source: s
     (left to right, each search starting after the previous match); a sentence not found is skipped and counted."""
     counter = counter if counter is not None else SkipCounter()
     source = source or Path(json_path).stem
-    records = CompactJsonList((key, value) for element in iter_json_array(json_path) for key, value in element.items())
+    records = CompactJsonList((key, value) for element in iter_json_objects(json_path, counter.skipper(source))
+                              for key, value in element.items())
     builder = partial(_build_refcocog_gcg_example, source=source, image_dir=image_dir, counter=counter)
     return ExampleSource(source, "gcgseg", records, builder, counter)
 

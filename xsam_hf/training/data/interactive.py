@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .coco_instances import CategoryTable, image_path_for
-from .json_io import CompactJsonList, iter_json_array
+from .json_io import CompactJsonList, iter_json_objects
 from .schema import XSamExample
 from .skips import SkipCounter
 from .source import ExampleSource
@@ -45,7 +45,7 @@ def load_coco_interactive(json_path: str | Path, image_dir: str | Path, *,
     counter = counter if counter is not None else SkipCounter()
     source = source or Path(json_path).stem
     records, seen_category_ids = CompactJsonList(), set()
-    for item in iter_json_array(json_path):
+    for item in iter_json_objects(json_path, counter.skipper(source)):
         seen_category_ids.update(int(a["category_id"]) for a in item.get("anns", []))
         records.append(item)
     table = category_table(categories, seen_category_ids)

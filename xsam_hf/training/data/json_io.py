@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +77,15 @@ def iter_json_array(path: str | Path, chunk_chars: int = 1 << 20) -> Iterator[An
                 pos += 1
             if pos > chunk_chars:
                 buffer, pos = buffer[pos:], 0
+
+
+def iter_json_objects(path: str | Path, on_skip: Callable[[int, Any], None] | None = None) -> Iterator[dict[str, Any]]:
+    """:func:`iter_json_array` limited to JSON objects; any other element is passed to ``on_skip(position, value)``."""
+    for position, element in enumerate(iter_json_array(path)):
+        if isinstance(element, dict):
+            yield element
+        elif on_skip is not None:
+            on_skip(position, element)
 
 
 class CompactJsonList(Sequence[Any]):

@@ -13,7 +13,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from .json_io import CompactJsonList, iter_json_array
+from .json_io import CompactJsonList, iter_json_objects
 from .schema import Turn, XSamExample
 from .skips import SkipCounter
 from .source import ExampleSource
@@ -26,11 +26,19 @@ def strip_image_placeholder(text: str) -> str:
     return _IMAGE_PLACEHOLDER.sub(" ", text).strip() if "<image>" in text else text.strip()
 
 
+def check_llava_record(item: dict[str, Any]) -> None:
+    """Raise ``ValueError`` unless the conversation starts with a user turn and has an assistant turn."""
+    roles = [ROLE_OF.get(str(turn.get("from", "")).lower()) for turn in item.get("conversations") or []]
+    if not roles or None in roles or roles[0] != "user" or "assistant" not in roles:
+        raise ValueError(f"unusable conversation roles {roles}")
+    if not all(isinstance(turn.get("value"), str) for turn in item["conversations"]):
+        raise ValueError("a turn has no text value")
+
+
 def llava_record_to_example(item: dict[str, Any], image_dir: str | Path, source: str) -> XSamExample:
-    turns = [Turn(role=ROLE_OF[str(t["from"]).lower()], text=strip_image_placeholder(str(t["value"])))
+    check_llava_record(item)
+    turns = [Turn(role=ROLE_OF[str(t["from"]).lower()], text=strip_image_placeholder(t["value"]))
              for t in item["conversations"]]
-    if not turns or turns[0].role != "user" or not any(t.role == "assistant" for t in turns):
-        raise ValueError("a conversation must start with a user turn and contain an assistant turn")
     image = item.get("image")
     return XSamExample(record_id=f"{source}/{item.get('id', '')}", task="chat", source=source,
                        image_path=str(Path(image_dir) / image) if image else None, conversation=turns,
@@ -43,11 +51,11 @@ def load_llava(json_path: str | Path, image_dir: str | Path, *, exclude_text_onl
     counter = counter if counter is not None else SkipCounter()
     source = source or Path(json_path).stem
     records = CompactJsonList()
-    for position, item in enumerate(iter_json_array(json_path)):
+    for position, item in enumerate(iter_json_objects(json_path, counter.skipper(source))):
         if exclude_text_only and not item.get("image"):
             continue
         try:
-            llava_record_to_example(item, image_dir, source)  # validate now, so broken records never enter
+            check_llava_record(item)  # validate now, so broken records never enter
         except Exception as error:  # noqa: BLE001
             counter.record(source, "bad_conversation", str(item.get("id", position)), error)
             continue

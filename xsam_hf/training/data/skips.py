@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 logger = logging.getLogger(__name__)
@@ -55,6 +56,10 @@ class SkipCounter:
                 seen.append(record_id)
                 logger.warning("skipped %s record %r (%s)%s", source, record_id, reason,
                                f": {type(error).__name__}: {error}" if error is not None else "")
+
+    def skipper(self, source: str, reason: str = "not_a_json_object") -> Callable[[int, object], None]:
+        """A callback for :func:`~.json_io.iter_json_objects` that records skipped positions here."""
+        return lambda position, _value: self.record(source, reason, f"#{position}")
 
     @property
     def total(self) -> int:

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from .coco_instances import CategoryTable, group_annotations_by_image, image_path_for
-from .json_io import CompactJsonList, iter_json_array, load_json
+from .json_io import CompactJsonList, iter_json_objects, load_json
 from .masks import decode_mask, encode_mask
 from .schema import XSamExample
 from .skips import SkipCounter
@@ -68,7 +68,7 @@ def load_coco_vgd(json_path: str | Path, image_dir: str | Path, *,
         generate_coco_vgd(generate_from, json_path, seed=seed, counter=counter)
     source = source or json_path.stem
     records, seen_category_ids = CompactJsonList(), set()
-    for item in iter_json_array(json_path):
+    for item in iter_json_objects(json_path, counter.skipper(source)):
         seen_category_ids.update(int(a["category_id"]) for a in item.get("annotations", []))
         records.append(item)
     table = category_table(categories if categories is not None else generate_from, seen_category_ids)
