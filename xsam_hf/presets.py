@@ -46,6 +46,8 @@ _PRESETS: dict[str, dict] = {
                 "patch_size": 16,
                 "window_size": 3,
                 "num_pos_feats": 8,
+                # SamVisionConfig's default (1e-10) leaves a randomly initialised encoder near zero.
+                "initializer_range": 0.02,
             },
             "text_config": {
                 "model_type": "phi3",

@@ -25,8 +25,8 @@ def golden_state_dict():
 
 def build_tiny(state_dict=None, attn="eager", **overrides) -> XSamForSegmentation:
     config = XSamConfig.from_preset("tiny", **overrides)
-    model = XSamForSegmentation(config)
-    model.set_attn_implementation(attn)
+    # At construction: SAM picks its attention class then, so a later set_attn_implementation would not reach it.
+    model = XSamForSegmentation._from_config(config, attn_implementation=attn)
     if state_dict is not None:
         result = model.load_state_dict(state_dict, strict=True)
         assert not result.missing_keys and not result.unexpected_keys

@@ -88,6 +88,12 @@ class XSamSegmentationDecoder(Mask2FormerPreTrainedModel):
     built from the decoder config alone (no backbone). A `Mask2FormerPreTrainedModel`, so upstream's weight
     initialisation applies to both parts."""
 
+    # Its attention (nn.MultiheadAttention, deformable attention) ignores the attention-implementation setting, so
+    # any value the composite model passes down is accepted rather than refused.
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = True
+
     def __init__(self, config: Mask2FormerConfig):
         super().__init__(config)
         self.pixel_decoder = Mask2FormerPixelDecoder(config, feature_channels=list(config.feature_channels))
