@@ -1,7 +1,7 @@
 import numpy as np
 from PIL import Image
-from xsam_data_fixtures import (assert_picklable, box_mask, rect_polygon, rle_of, uncompressed_rle_of, write_image, write_json,
-                                write_panoptic_png)
+from xsam_data_fixtures import (assert_picklable, box_mask, rect_polygon, rle_of, uncompressed_rle_of, write_image,
+                                write_json, write_panoptic_png)
 
 from xsam_hf.training.data import (SkipCounter, load_ade20k_panoptic, load_coco_instances, load_coco_panoptic,
                                    panoptic_to_semantic, write_semantic_pngs)

@@ -153,3 +153,36 @@ def test_training_dataset_expands_refseg_and_gives_up_after_too_many_failures(tm
                                         max_retries=3)
     with pytest.raises(RuntimeError, match="3 consecutive unreadable samples"):
         always_broken[0]
+
+
+def test_mixed_task_sources_give_single_task_global_batches():
+    from xsam_hf.training.data import ExampleSource
+    from xsam_hf.training.data.masks import encode_mask
+    from xsam_hf.training.data.schema import SegObject, Turn, XSamExample
+
+    mask = encode_mask(box_mask(4, 4, 0, 0, 2, 2))
+
+    def chat(i):
+        return XSamExample(record_id=f"c/{i}", task="chat", source="llava",
+                           conversation=[Turn("user", "q"), Turn("assistant", "a")])
+
+    def genseg(i):
+        return XSamExample(record_id=f"g/{i}", task="genseg", source="coco", class_names=["a", "b"],
+                           class_ids=[1, 2], objects=[SegObject(mask=mask, class_index=i % 2)])
+
+    def refseg(i):
+        return XSamExample(record_id=f"r/{i}", task="refseg", source="refcoco",
+                           objects=[SegObject(mask=mask, texts=["x", "y"]), SegObject(mask=mask, texts=["z"])])
+
+    sources = [ExampleSource("llava", "chat", list(range(40)), chat),
+               ExampleSource("coco", "genseg", list(range(9)), genseg),
+               ExampleSource("refcoco", "refseg", list(range(3)), refseg)]
+    datasets = [XSamTrainingDataset(s, seed=0) for s in sources]
+    assert [len(d) for d in datasets] == [40, 9, 6]  # refseg: min(2*1, 2+1) = 2 samples per image
+    mixed = BalancedConcatDataset(datasets)
+    for world_size in (1, 2, 4):
+        per_rank = [list(SourceGroupedBatchSampler.for_dataset(mixed, 2, world_size=world_size, rank=r, seed=1))
+                    for r in range(world_size)]
+        for step in zip(*per_rank):
+            tasks = {mixed[i].example.task for batch in step for i in batch}
+            assert len(tasks) == 1

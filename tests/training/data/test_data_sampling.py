@@ -15,8 +15,8 @@ MASKS = [encode_mask(box_mask(10, 10, i, 0, i + 1, 10)) for i in range(10)]
 
 
 def _genseg() -> XSamExample:
-    objects = [SegObject(mask=MASKS[0], class_index=3, object_id="a"), SegObject(mask=MASKS[1], class_index=3,
-                                                                                  object_id="b"),
+    objects = [SegObject(mask=MASKS[0], class_index=3, object_id="a"),
+               SegObject(mask=MASKS[1], class_index=3, object_id="b"),
                SegObject(mask=MASKS[2], class_index=11, object_id="c"),
                SegObject(mask=MASKS[3], class_index=7, iscrowd=True, object_id="crowd")]
     return XSamExample(record_id="g/1", task="genseg", source="g", class_names=list(NAMES),
@@ -63,6 +63,7 @@ def test_refseg_sentence_tuples_come_from_the_product_capped_at_the_sentence_tot
         assert [o.object_id for o in sample.objects] == ["0", "1", "2"]
     big = expand_refseg(_refseg([4, 4, 4]), np.random.default_rng(1))
     assert len(big) == 12 and len({tuple(s.class_names) for s in big}) == 12
+    assert refseg_tuple_count(_refseg([5] * 40)) == 200  # 5**40 overflows int64; the cap is still exact
     assert len({s.record_id for s in big}) == 12
     assert [len(s.objects) for s in expand_refseg(_refseg([2, 2, 2]), np.random.default_rng(0), max_objects=2)] \
         == [2] * 4

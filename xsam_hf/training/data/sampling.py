@@ -9,6 +9,7 @@ sample is drawn once and is the same in every epoch and on every rank.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -42,7 +43,8 @@ def sample_genseg(example: XSamExample, rng: np.random.Generator, *,
     positives = _positive_class_indices(example)
     all_classes = list(range(len(example.class_names)))
     if rng.random() < variant_probability or not use_full_categories:
-        negatives = [c for c in all_classes if c not in set(positives)]
+        positive_set = set(positives)
+        negatives = [c for c in all_classes if c not in positive_set]
         room = len(negatives) if num_class is None else max(0, num_class - len(positives))
         count = int(rng.integers(0, min(room, len(negatives)) + 1))
         chosen = positives + [int(c) for c in rng.choice(negatives, size=count, replace=False)] if count else positives
@@ -54,7 +56,7 @@ def sample_genseg(example: XSamExample, rng: np.random.Generator, *,
 def refseg_tuple_count(example: XSamExample) -> int:
     """How many multi-turn samples :func:`expand_refseg` makes: min(Π #sentences, Σ #sentences)."""
     counts = [len(o.texts) for o in example.objects if o.texts]
-    return min(int(np.prod(counts)), sum(counts)) if counts else 0
+    return min(math.prod(counts), sum(counts)) if counts else 0  # math.prod: exact, no int64 overflow
 
 
 def expand_refseg(example: XSamExample, rng: np.random.Generator, *,
@@ -116,7 +118,8 @@ def sample_vgd(example: XSamExample, rng: np.random.Generator, *, use_negative_s
     positives = _positive_class_indices(example)
     chosen = list(positives)
     if use_negative_sample and rng.random() < negative_probability:
-        negatives = [c for c in range(len(example.class_names)) if c not in set(positives)]
+        positive_set = set(positives)
+        negatives = [c for c in range(len(example.class_names)) if c not in positive_set]
         count = min(int(rng.integers(0, num_class + 1)), len(negatives))
         chosen += [int(c) for c in rng.choice(negatives, size=count, replace=False)] if count else []
     sampled = _restrict_to_classes(example, [int(c) for c in rng.permutation(chosen)])
