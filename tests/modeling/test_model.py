@@ -137,6 +137,13 @@ def test_region_prompts_from_another_image():
     assert not torch.allclose(cross[0], same[0])
     with pytest.raises(ValueError, match=r"must lie in \[0, 2\)"):
         model._region_tokens(own, [mask], [torch.tensor([2])], region_pixel_values=canvas[1:])
+    # borrowing another sample's image is a training-time packing; at inference samples stay independent
+    both = model.get_image_features(pixels, canvas)
+    with pytest.raises(ValueError, match="each sample is independent"):
+        model._region_tokens(both, [mask, mask], [torch.tensor([1]), None], None)
+    model.train()
+    borrowed = model._region_tokens(both, [mask, mask], [torch.tensor([1]), None], None)
+    assert borrowed[0].shape == (1, model.config.text_config.hidden_size)
 
 
 def test_visual_prompts_change_the_region_token_and_run_end_to_end():

@@ -302,6 +302,12 @@ class XSamForSegmentation(XSamPreTrainedModel):
                     f"Sample {b}: region_image_indices {sources.tolist()} must lie in [0, {grid_maps.shape[0]}): "
                     f"{batch_size} batch images then {grid_maps.shape[0] - batch_size} region_pixel_values images."
                 )
+            borrowed = (sources < batch_size) & (sources != b)
+            if not self.training and borrowed.any():
+                raise ValueError(
+                    f"Sample {b} takes a visual prompt from batch image {sources[borrowed].tolist()}: at inference each "
+                    "sample is independent; pass the prompt's image in region_pixel_values instead (cross-image VGD)."
+                )
             per_sample.append(
                 region_features(
                     grid_maps.index_select(0, sources.to(grid_maps.device)),
@@ -497,7 +503,9 @@ class XSamForSegmentation(XSamPreTrainedModel):
             region_masks: per sample, `(R_i, C, C)` bool visual-prompt masks on the SAM canvas, in the order of that
                 sample's `<region>` tokens.
             region_image_indices: per sample, `(R_i,)` source image of each prompt: `i < B` is batch image i
-                (default: the sample's own image); `B + j` is `region_pixel_values[j]` (cross-image prompts).
+                (default: the sample's own image); `B + j` is `region_pixel_values[j]` (cross-image prompts). Other
+                samples' images may be borrowed in training only (cross-image packing); at inference a sample uses
+                its own image or `region_pixel_values`.
             region_pixel_values: `(P, 3, C, C)` SAM canvases of images used only as prompt sources.
             image_features: encoder outputs from `get_image_features` (encode once, prompt many); replaces
                 `pixel_values` / `extra_pixel_values`.
