@@ -46,7 +46,7 @@ def test_genseg_sampling_keeps_positives_and_relabels_by_sampled_order():
 
 
 def _refseg(sentences_per_object) -> XSamExample:
-    objects = [SegObject(mask=MASKS[k], object_id=str(k), texts=[f"o{k}s{j}" for j in range(n)])
+    objects = [SegObject(mask=MASKS[k % len(MASKS)], object_id=str(k), texts=[f"o{k}s{j}" for j in range(n)])
                for k, n in enumerate(sentences_per_object)]
     return XSamExample(record_id="r/1", task="refseg", source="r", objects=objects)
 
