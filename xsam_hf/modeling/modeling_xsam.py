@@ -643,5 +643,27 @@ class XSamForSegmentation(XSamPreTrainedModel):
             parts.append(self.config.seg_loss_weight * output.seg_loss)
         return sum(parts) if parts else None
 
+    # ----------------------------------------------------------------------------------------------------------
+    # Generate-then-segment and building from pretrained parts (implemented in generation.py and
+    # from_components.py; imported lazily so those modules can use this one's classes).
+    def generate(self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None, **kwargs):
+        """Generate each sample's answer with the KV cache, then segment its `<SEG>` tokens with its `<p>...</p>`
+        phrases as classes, in one forward over prompt + answer (last-layer states only). Takes the forward's image
+        and region inputs, `tokenizer=` (or the processor) to decode and stop at `<|end|>`, and generation settings
+        (`max_new_tokens=512`, greedy, by default). Returns an `XSamGenerationOutput`; see
+        `xsam_hf.modeling.generation.generate_with_masks`."""
+        from .generation import generate_with_masks
+
+        return generate_with_masks(self, input_ids, attention_mask, **kwargs)
+
+    @classmethod
+    def from_components(cls, vision_model, segmentation_model, language_model, tokenizer=None, **kwargs):
+        """Build the model from separately pretrained SigLIP, SAM and causal-LM checkpoints (directories, Hub ids or
+        loaded models): adds `<SEG>`, `<p>`, `</p>` to the tokenizer, resizes the LLM embeddings to it, and
+        initialises the new parts. See `xsam_hf.modeling.from_components.build_from_components`."""
+        from .from_components import build_from_components
+
+        return build_from_components(cls, vision_model, segmentation_model, language_model, tokenizer, **kwargs)
+
 
 __all__ = ["XSamForSegmentation", "XSamPreTrainedModel", "XSamSegmentationOutput", "XSamImageFeatures"]
