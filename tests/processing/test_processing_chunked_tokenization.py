@@ -52,7 +52,8 @@ def test_chunked_ids_differ_from_whole_string_and_are_the_ones_produced(metaspac
 
     encode = lambda text: tok.encode(text, add_special_tokens=False)  # noqa: E731
     instruction_tail = f"\n{question}<|end|>\n<|assistant|>\n"
-    chunked = [tok.bos_token_id, *encode("<|user|>\n"), -200, *encode(instruction_tail), *encode(answer + "<|end|>"), *encode("\n")]
+    chunked = [tok.bos_token_id, *encode("<|user|>\n"), -200, *encode(instruction_tail)]
+    chunked += [*encode(answer + "<|end|>"), *encode("\n")]
     assert ids == chunked
 
     # Whole-string tokenization of the same text (placeholder removed) is different: no prefix space at the start of

@@ -32,7 +32,9 @@ def _assert_matches_golden(inputs, golden):
 
 
 def test_task_api_reproduces_golden_inputs(processor, golden):
-    request = GenericSegmentationRequest(["person", "dog", "sky"], question=GOLDEN_QUESTION, answer="Sure, it is <SEG>.")
+    request = GenericSegmentationRequest(
+        ["person", "dog", "sky"], question=GOLDEN_QUESTION, answer="Sure, it is <SEG>."
+    )
     inputs = _golden_inputs(processor, request)
     _assert_matches_golden(inputs, golden)
     # The text as the model reads it equals the official one (which prints <image> as nothing).
@@ -62,7 +64,9 @@ def test_special_tokens_are_added_to_the_base_tokenizer_in_order(golden):
     processor = XSamProcessor(build_siglip_image_processor(56), build_sam_image_processor(128), tokenizer)
     assert (processor.seg_token_id, processor.phrase_start_token_id, processor.phrase_end_token_id) == (375, 376, 377)
     assert len(processor.tokenizer) == 378
-    request = GenericSegmentationRequest(["person", "dog", "sky"], question=GOLDEN_QUESTION, answer="Sure, it is <SEG>.")
+    request = GenericSegmentationRequest(
+        ["person", "dog", "sky"], question=GOLDEN_QUESTION, answer="Sure, it is <SEG>."
+    )
     _assert_matches_golden(_golden_inputs(processor, request), golden)
 
 

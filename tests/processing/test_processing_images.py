@@ -86,7 +86,11 @@ def test_files_and_bad_inputs(tmp_path, rgb):
 
 
 def test_processor_accepts_mixed_inputs_and_real_photos(processor, photos):
-    images = [photos["astronaut"], Image.fromarray(photos["coffee"]).convert("L"), torch.from_numpy(photos["chelsea"]).permute(2, 0, 1)]
+    images = [
+        photos["astronaut"],
+        Image.fromarray(photos["coffee"]).convert("L"),
+        torch.from_numpy(photos["chelsea"]).permute(2, 0, 1),
+    ]
     inputs = processor(images=images, task="semantic", categories=["person", "cup", "cat"])
     assert inputs["pixel_values"].shape == (3, 3, 56, 56)
     assert inputs["extra_pixel_values"].shape == (3, 3, 128, 128)

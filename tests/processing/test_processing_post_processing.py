@@ -76,7 +76,8 @@ def test_instance_segmentation(processor, two_halves):
     inputs = processor(images=IMAGE, task="instance", categories=["person", "dog"])
     result = processor.post_process_instance_segmentation(two_halves, inputs, return_coco_annotation=True)[0]
     info = result["segments_info"]
-    assert [(s["label_id"], s["label"]) for s in sorted(info, key=lambda s: s["label_id"])] == [(0, "person"), (1, "dog")]
+    labels = [(s["label_id"], s["label"]) for s in sorted(info, key=lambda s: s["label_id"])]
+    assert labels == [(0, "person"), (1, "dog")]
     assert all(s["score"] > 0.99 for s in info)
     segmentation = result["segmentation"]
     by_label = {s["label_id"]: s["id"] for s in info}
@@ -109,7 +110,8 @@ def test_panoptic_merges_stuff_and_drops_covered_segments(processor):
     inputs = processor(images=IMAGE, task="panoptic", categories=["person", "sky"], stuff_categories=["sky"])
     result = processor.post_process_panoptic_segmentation(out, inputs)[0]
     info = result["segments_info"]
-    assert [(s["id"], s["label"], s["was_fused"]) for s in info] == [(1, "person", False), (2, "person", False), (3, "sky", True)]
+    segments = [(s["id"], s["label"], s["was_fused"]) for s in info]
+    assert segments == [(1, "person", False), (2, "person", False), (3, "sky", True)]
     segmentation = result["segmentation"]
     assert (segmentation[:45] == 3).all()  # the two sky queries form one segment over the top half
     assert (segmentation[56:, :66] == 1).all() and (segmentation[56:, 74:] == 2).all()
@@ -154,7 +156,8 @@ def test_interactive_selects_by_box_iou_with_the_prompt(processor):
 
 
 def test_vgd_uses_the_prompt_names(processor, two_halves):
-    inputs = processor(images=IMAGE, task="vgd", visual_prompts=[{"point": (20, 20)}, {"point": (100, 20)}], prompt_names=["cup", "plate"])
+    prompts = [{"point": (20, 20)}, {"point": (100, 20)}]
+    inputs = processor(images=IMAGE, task="vgd", visual_prompts=prompts, prompt_names=["cup", "plate"])
     result = processor.post_process_vgd_segmentation(two_halves, inputs)[0]
     assert sorted(s["label"] for s in result["segments_info"]) == ["cup", "plate"]
 
@@ -180,7 +183,8 @@ def test_grounded_caption_spans_and_masks(processor):
 
 
 def test_parse_grounded_text_keeps_condition_order_when_sentences_are_dropped():
-    caption, entities = parse_grounded_text("<p>A cat</p> sleeps. It is <SEG> near <p>the door</p>. <p>Mr. Smith</p> waves.")
+    text = "<p>A cat</p> sleeps. It is <SEG> near <p>the door</p>. <p>Mr. Smith</p> waves."
+    caption, entities = parse_grounded_text(text)
     assert caption == "A cat sleeps. Mr. Smith waves."
     assert entities == [("A cat", (0, 5), 0), ("Mr. Smith", (14, 23), 2)]
 
@@ -201,3 +205,14 @@ def test_mixed_batch_dispatch_and_sample_mapping(processor, two_halves):
     referring, semantic = processor.post_process(out, inputs)
     assert referring["labels"] == ["the dog"] and referring["masks"][0][:, 74:].all()
     assert (semantic[:, :66] == 0).all() and (semantic[:, 74:] == 1).all()
+
+
+def test_half_precision_outputs_give_the_same_masks(processor, two_halves):
+    inputs = processor(images=IMAGE, task="instance", categories=["person", "dog"])
+    half = SimpleNamespace(**vars(two_halves))
+    half.class_queries_logits = two_halves.class_queries_logits.to(torch.bfloat16)
+    half.masks_queries_logits = two_halves.masks_queries_logits.to(torch.bfloat16)
+    full = processor.post_process_instance_segmentation(two_halves, inputs)[0]
+    reduced = processor.post_process_instance_segmentation(half, inputs)[0]
+    assert torch.equal(full["segmentation"], reduced["segmentation"])
+    assert [s["label_id"] for s in full["segments_info"]] == [s["label_id"] for s in reduced["segments_info"]]

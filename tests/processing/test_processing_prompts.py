@@ -4,7 +4,6 @@ import random
 
 import numpy as np
 import pytest
-import torch
 
 from xsam_hf.processing import (
     ConversationRequest,
@@ -42,7 +41,8 @@ def test_generic_tasks_share_one_fixed_prompt_in_the_users_order(processor, task
 
 
 def test_stuff_categories_become_label_ids_to_fuse(processor):
-    inputs = processor(images=IMAGE, task="panoptic", categories=["person", "sky", "grass"], stuff_categories=["grass", 1])
+    categories = ["person", "sky", "grass"]
+    inputs = processor(images=IMAGE, task="panoptic", categories=categories, stuff_categories=["grass", 1])
     assert inputs.sample_info[0].label_ids_to_fuse == frozenset({1, 2})
     with pytest.raises(ValueError, match="not among the categories"):
         processor(images=IMAGE, task="panoptic", categories=["person"], stuff_categories=["sky"])
@@ -51,7 +51,8 @@ def test_stuff_categories_become_label_ids_to_fuse(processor):
 def test_category_cleaning_and_demo_syntax():
     assert clean_category_name("wall-other-merged") == "wall"
     assert clean_category_name("t-shirt") == "t shirt"
-    assert parse_category_prompt("ins: person, dog; sem: sky, grass") == (["person", "dog", "sky", "grass"], ["sky", "grass"])
+    parsed = parse_category_prompt("ins: person, dog; sem: sky, grass")
+    assert parsed == (["person", "dog", "sky", "grass"], ["sky", "grass"])
     assert parse_category_prompt("cat, dog") == (["cat", "dog"], [])
     with pytest.raises(ValueError, match="Unknown category group"):
         parse_category_prompt("foo: cat")
@@ -59,7 +60,10 @@ def test_category_cleaning_and_demo_syntax():
 
 def test_referring_several_expressions_make_one_turn_and_one_seg_each(processor):
     inputs = processor(images=IMAGE, task="referring", expressions=["The man on the LEFT", "the dog"])
-    turn = "Can you segment <p>{}</p> in this image? Please generate the segmentation mask.<|end|>\n<|assistant|>\nSure, <SEG>.<|end|>\n"
+    turn = (
+        "Can you segment <p>{}</p> in this image? Please generate the segmentation mask."
+        "<|end|>\n<|assistant|>\nSure, <SEG>.<|end|>\n"
+    )
     assert inputs.texts[0] == HEAD + turn.format("the man on the left") + "<|user|>\n" + turn.format("the dog")
     ids = inputs["input_ids"][0]
     assert int((ids == processor.seg_token_id).sum()) == 2
@@ -90,7 +94,10 @@ def test_visual_prompt_tasks(processor):
     interactive = _text(processor, task="interactive", visual_prompts={"box": (5, 5, 30, 30)})
     assert "following regions: <p><region></p>? Please output the corresponding segmentation mask." in interactive
     inputs = processor(
-        images=IMAGE, task="vgd", visual_prompts=[{"point": (10, 10)}, {"box": (40, 20, 70, 50)}], prompt_names=["a", "b"]
+        images=IMAGE,
+        task="vgd",
+        visual_prompts=[{"point": (10, 10)}, {"box": (40, 20, 70, 50)}],
+        prompt_names=["a", "b"],
     )
     assert "regions: <p><region></p>, <p><region></p>?" in inputs.texts[0]
     assert int((inputs["input_ids"][0] == -300).sum()) == 2
@@ -107,7 +114,9 @@ def test_conversation_multi_turn_labels_only_answers(processor):
     ]
     inputs = processor(images=IMAGE, task="conversation", conversation=messages, return_labels=True)
     assert inputs.texts[0] == (
-        HEAD + "What animal is this?<|end|>\n<|assistant|>\nA cat.<|end|>\n<|user|>\nWhat colour is it?<|end|>\n<|assistant|>\n"
+        HEAD
+        + "What animal is this?<|end|>\n<|assistant|>\nA cat.<|end|>\n"
+        + "<|user|>\nWhat colour is it?<|end|>\n<|assistant|>\n"
     )
     assert inputs.sample_info[0].generate
     labels = inputs["labels"][0]
@@ -134,9 +143,11 @@ def test_training_templates_are_sampled_reproducibly(processor):
         assert first == again
         assert len(set(texts(7, rng_type) + texts(8, rng_type))) > 1
     # Without `training` the text never varies, and training returns labels.
-    assert processor(images=IMAGE, task="panoptic", categories=["cat", "dog"], training=True, rng=random.Random(0))["labels"] is not None
+    trained = processor(images=IMAGE, task="panoptic", categories=["cat", "dog"], training=True, rng=random.Random(0))
+    assert trained["labels"] is not None
     question_seen = {
-        GenericSegmentationRequest(["cat"]).to_prompt(training=True, rng=random.Random(s)).turns[0].user for s in range(40)
+        GenericSegmentationRequest(["cat"]).to_prompt(training=True, rng=random.Random(s)).turns[0].user
+        for s in range(40)
     }
     assert len(question_seen) == len(GENERIC_QUESTIONS)
     referring = {ReferringRequest("x").to_prompt(training=True, rng=random.Random(s)).turns[0].user for s in range(40)}

@@ -27,7 +27,9 @@ def _same_outputs(a, b):
 
 
 def test_save_and_load_round_trip(processor, tmp_path):
-    custom = XSamProcessor(processor.image_processor, processor.seg_image_processor, processor.tokenizer, pad_to_square=False)
+    custom = XSamProcessor(
+        processor.image_processor, processor.seg_image_processor, processor.tokenizer, pad_to_square=False
+    )
     custom.save_pretrained(tmp_path)
     config = json.loads((tmp_path / "processor_config.json").read_text())
     assert config["processor_class"] == "XSamProcessor" and config["pad_to_square"] is False
@@ -74,3 +76,15 @@ def test_released_preset_without_tokenizer_explains_what_to_do(monkeypatch):
         assert "tokenizer=" in str(error) and "Phi-3" in str(error)
     else:  # a machine with the tokenizer in its Hub cache
         pass
+
+
+def test_batch_feature_keeps_its_sample_info_through_to_and_pickle(processor):
+    import pickle
+
+    inputs = processor(images=IMAGE, task="interactive", visual_prompts={"point": (20, 20)})
+    moved = inputs.to(torch.float64)
+    assert moved is inputs and moved["pixel_values"].dtype == torch.float64 and moved["input_ids"].dtype == torch.long
+    assert moved["region_masks"][0].dtype == torch.bool
+    restored = pickle.loads(pickle.dumps(inputs))
+    assert restored.sample_info == inputs.sample_info and restored.texts == inputs.texts
+    assert torch.equal(restored["input_ids"], inputs["input_ids"])

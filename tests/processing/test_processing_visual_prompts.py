@@ -112,7 +112,8 @@ def test_cross_image_prompts_get_their_own_canvas(processor, photos):
     )
     assert [t.tolist() for t in inputs["region_image_indices"]] == [[1, 0], [0]]
     third = np.zeros((50, 80, 3), np.uint8)
-    inputs = processor(images=target, task="vgd", visual_prompts=[{"box": (10, 10, 40, 30), "image": third}, {"box": (10, 10, 40, 30), "image": third}])
+    twice = [{"box": (10, 10, 40, 30), "image": third}, {"box": (10, 10, 40, 30), "image": third}]
+    inputs = processor(images=target, task="vgd", visual_prompts=twice)
     assert inputs["region_image_indices"][0].tolist() == [1, 1]  # one extra canvas, shared
     assert inputs["region_pixel_values"].shape == (1, 3, 128, 128)
     # The prompt is rasterised at the reference image's own scale (80 px wide -> 128): x 10..40 -> 16..64.

@@ -178,7 +178,9 @@ def test_encode_once_prompt_many(processor, tiny_model, photos):
         torch.testing.assert_close(reused.class_queries_logits, fresh.class_queries_logits, atol=1e-6, rtol=1e-6)
         torch.testing.assert_close(reused.masks_queries_logits, fresh.masks_queries_logits, atol=1e-6, rtol=1e-6)
     for n in range(2):
-        torch.testing.assert_close(batched.masks_queries_logits[n], uncached[n].masks_queries_logits[0], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            batched.masks_queries_logits[n], uncached[n].masks_queries_logits[0], atol=1e-5, rtol=1e-5
+        )
     _assert_results_equal(
         processor.post_process_interactive_segmentation(cached[1], prompts[1]),
         processor.post_process_interactive_segmentation(uncached[1], prompts[1]),

@@ -143,6 +143,13 @@ def resize_mask_logits(
     return logits[0]
 
 
+def _image_logits(
+    instance: InstanceOutput, queries: Sequence[int] | slice, canvas_size: int, info: SampleInfo
+) -> torch.Tensor:
+    """Mask logits of the given queries on the original image."""
+    return resize_mask_logits(instance.mask_logits[queries], canvas_size, info.reshaped_size, info.original_size)
+
+
 def _chunks(indices: Sequence[int]) -> Iterable[list[int]]:
     indices = list(indices)
     for start in range(0, len(indices), _QUERY_CHUNK):
@@ -171,7 +178,7 @@ def semantic_segmentation(instance: InstanceOutput, canvas_size: int, info: Samp
     height, width = info.original_size
     accumulated = torch.zeros((scores.shape[1], height, width), dtype=torch.float32, device=scores.device)
     for chunk in _chunks(range(scores.shape[0])):
-        probs = resize_mask_logits(instance.mask_logits[chunk], canvas_size, info.reshaped_size, info.original_size)
+        probs = _image_logits(instance, chunk, canvas_size, info)
         accumulated += torch.einsum("qc,qhw->chw", scores[chunk], probs.sigmoid())
     return accumulated.argmax(dim=0)
 
@@ -201,7 +208,7 @@ def instance_segmentation(
         queries = (top_indices // num_classes).tolist()
         labels = (top_indices % num_classes).tolist()
         for chunk in _chunks(sorted(set(queries))):
-            probs = resize_mask_logits(instance.mask_logits[chunk], canvas_size, info.reshaped_size, info.original_size)
+            probs = _image_logits(instance, chunk, canvas_size, info)
             probs = probs.sigmoid()
             for row, query in enumerate(chunk):
                 binary = probs[row] > mask_threshold
@@ -264,7 +271,7 @@ def panoptic_segmentation(
         return {"segmentation": segmentation, "segments_info": []}
     probs = torch.cat(
         [
-            resize_mask_logits(instance.mask_logits[chunk], canvas_size, info.reshaped_size, info.original_size).sigmoid()
+            _image_logits(instance, chunk, canvas_size, info).sigmoid()
             for chunk in _chunks(queries)
         ]
     )
@@ -320,7 +327,7 @@ def referring_segmentation(
             raise ValueError(f"Instance targets condition {target} but only {instance.num_classes} are valid.")
         column = instance.scores[:, target]
         query = int(column.argmax())
-        logits = resize_mask_logits(instance.mask_logits[query : query + 1], canvas_size, info.reshaped_size, info.original_size)
+        logits = _image_logits(instance, slice(query, query + 1), canvas_size, info)
         masks.append(logits[0].sigmoid() > mask_threshold)
         scores.append(float(column[query]))
         label_ids.append(target)
@@ -371,7 +378,7 @@ def interactive_segmentation(
     class_scores = instance.scores[:, 0]
     final_scores, boxes = [], []
     for chunk in _chunks(range(class_scores.shape[0])):
-        probs = resize_mask_logits(instance.mask_logits[chunk], canvas_size, info.reshaped_size, info.original_size)
+        probs = _image_logits(instance, chunk, canvas_size, info)
         probs = probs.sigmoid()
         binary = probs > mask_threshold
         area = binary.flatten(1).sum(1)
@@ -383,7 +390,7 @@ def interactive_segmentation(
         candidates = [int(np.argmax(final_scores))]
     ious = {q: box_iou(boxes[q], prompt_box) for q in candidates}
     chosen = max(candidates, key=lambda q: (ious[q], final_scores[q]))
-    logits = resize_mask_logits(instance.mask_logits[chosen : chosen + 1], canvas_size, info.reshaped_size, info.original_size)
+    logits = _image_logits(instance, slice(chosen, chosen + 1), canvas_size, info)
     height, width = info.original_size
     result = _mask_list_result([logits[0].sigmoid() > mask_threshold], [final_scores[chosen]], [0], info, height, width)
     result["box_iou"] = ious[chosen]
@@ -410,7 +417,9 @@ def _sentences(text: str) -> list[str]:
     return [p for p in pieces if p]
 
 
-def parse_grounded_text(text: str, special_tokens: Iterable[str] = ()) -> tuple[str, list[tuple[str, tuple[int, int], int]]]:
+def parse_grounded_text(
+    text: str, special_tokens: Iterable[str] = ()
+) -> tuple[str, list[tuple[str, tuple[int, int], int]]]:
     """Clean a generated grounded caption, keeping where each phrase ends up.
 
     The answer is cut at the stop word; sentences containing `<SEG>` are dropped; `<p>`/`</p>` are removed and
@@ -484,7 +493,8 @@ def grounded_caption(
     with id k + 1 (0 = none, later phrases drawn over earlier ones, as the official evaluation does)."""
     caption, parsed = parse_grounded_text(text, special_tokens)
     if instance is None or info is None:
-        return {"caption": caption, "entities": [(p, span, None) for p, span, _ in parsed], "scores": [], "segmentation": None}
+        entities = [(phrase_text, span, None) for phrase_text, span, _ in parsed]
+        return {"caption": caption, "entities": entities, "scores": [], "segmentation": None}
     height, width = info.original_size
     segmentation = torch.zeros((height, width), dtype=torch.long)
     entities, scores = [], []
@@ -495,7 +505,7 @@ def grounded_caption(
             continue
         column = instance.scores[:, condition]
         query = int(column.argmax())
-        logits = resize_mask_logits(instance.mask_logits[query : query + 1], canvas_size, info.reshaped_size, info.original_size)
+        logits = _image_logits(instance, slice(query, query + 1), canvas_size, info)
         mask = logits[0].sigmoid() > mask_threshold
         segmentation = segmentation.to(mask.device)
         segmentation[mask] = condition + 1

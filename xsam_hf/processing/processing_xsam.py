@@ -133,7 +133,9 @@ class XSamProcessor(ProcessorMixin):
 
     # ------------------------------------------------------------------------------------------------------------
     @classmethod
-    def from_preset(cls, name: str, tokenizer: PreTrainedTokenizerBase | str | os.PathLike | None = None, **kwargs: Any) -> XSamProcessor:
+    def from_preset(
+        cls, name: str, tokenizer: PreTrainedTokenizerBase | str | os.PathLike | None = None, **kwargs: Any
+    ) -> XSamProcessor:
         """Build the processor of a named variant without the Hub.
 
         "tiny" uses the small byte-level BPE tokenizer shipped in the package. "x-sam-phi3-mini" (the released
@@ -357,7 +359,8 @@ class XSamProcessor(ProcessorMixin):
             input_ids[b, span] = torch.tensor(sample.input_ids)
             labels[b, span] = torch.tensor(sample.labels)
             attention_mask[b, span] = 1
-        data: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask, "_texts": [s.text for s in encoded]}
+        data: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask}
+        data["_texts"] = [sample.text for sample in encoded]
         if return_labels:
             data["labels"] = labels
         return data
@@ -451,8 +454,10 @@ class XSamProcessor(ProcessorMixin):
         for b, sequence in enumerate(sequences):
             input_ids[b, : len(sequence)] = torch.tensor(sequence)
             attention_mask[b, : len(sequence)] = 1
-        data = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask", "labels", "cond_ids", "seg_ids")}
-        data.update(input_ids=input_ids.to(inputs["input_ids"].device), attention_mask=attention_mask.to(inputs["input_ids"].device))
+        replaced = ("input_ids", "attention_mask", "labels", "cond_ids", "seg_ids")
+        data = {k: v for k, v in inputs.items() if k not in replaced}
+        device = inputs["input_ids"].device
+        data.update(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device))
         texts = [text + self.tokenizer.decode(answer) for text, answer in zip(inputs.texts, answers)]
         infos = [replace(info, generate=False) for info in inputs.sample_info]
         return XSamBatchFeature(data, sample_info=infos, prompts=inputs.prompts, texts=texts)
@@ -473,7 +478,11 @@ class XSamProcessor(ProcessorMixin):
             ]
         elif target_sizes is not None:
             infos = [
-                SampleInfo(task=task, original_size=(int(h), int(w)), reshaped_size=resized_size(int(h), int(w), self.canvas_size))
+                SampleInfo(
+                    task=task,
+                    original_size=(int(h), int(w)),
+                    reshaped_size=resized_size(int(h), int(w), self.canvas_size),
+                )
                 for h, w in target_sizes
             ]
         else:
@@ -593,7 +602,7 @@ class XSamProcessor(ProcessorMixin):
         values = resolve_thresholds("referring", thresholds, mask_threshold=mask_threshold)
         return [
             referring_segmentation(
-                instances, self.canvas_size, info, values["mask_threshold"], return_coco_annotation=return_coco_annotation
+                instances, self.canvas_size, info, values["mask_threshold"], return_coco_annotation
             )
             for instances, info in zip(split_instances(outputs, len(infos)), infos)
         ]
@@ -670,7 +679,8 @@ class XSamProcessor(ProcessorMixin):
         texts = self._generated_texts(generated)
         values = resolve_thresholds("gcg", thresholds, mask_threshold=mask_threshold)
         if outputs is None:
-            return [grounded_caption(text, None, self.canvas_size, None, special_tokens=self._special_tokens()) for text in texts]
+            special = self._special_tokens()
+            return [grounded_caption(text, None, self.canvas_size, None, special_tokens=special) for text in texts]
         infos = self._sample_info(outputs, inputs, target_sizes, "gcg")
         if len(infos) != len(texts):
             raise ValueError(f"Got {len(texts)} generated texts for {len(infos)} samples.")
@@ -702,7 +712,8 @@ class XSamProcessor(ProcessorMixin):
                 if texts is None:
                     raise ValueError(f"Sample {b} ({task}) needs the `generated` text.")
                 values = resolve_thresholds("gcg", thresholds)
-                results.append(grounded_caption(texts[b], single, canvas, info, values["mask_threshold"], self._special_tokens()))
+                special = self._special_tokens()
+                results.append(grounded_caption(texts[b], single, canvas, info, values["mask_threshold"], special))
             elif task in ("referring", "reasoning"):
                 values = resolve_thresholds("referring", thresholds)
                 results.append(referring_segmentation(instances, canvas, info, values["mask_threshold"]))
@@ -712,10 +723,10 @@ class XSamProcessor(ProcessorMixin):
                 results.append(semantic_segmentation(single, canvas, info))
             elif task == "instance" or task == "vgd":
                 values = resolve_thresholds(task, thresholds)
-                results.append(instance_segmentation(single, canvas, info, values["threshold"], values["mask_threshold"]))
+                results.append(instance_segmentation(single, canvas, info, **values))
             elif task == "interactive":
                 values = resolve_thresholds(task, thresholds)
-                results.append(interactive_segmentation(single, canvas, info, values["threshold"], values["mask_threshold"]))
+                results.append(interactive_segmentation(single, canvas, info, **values))
             elif task in GENERIC_TASKS:  # panoptic, open_vocabulary
                 values = resolve_thresholds("panoptic", thresholds)
                 results.append(panoptic_segmentation(single, canvas, info, **values))

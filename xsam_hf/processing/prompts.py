@@ -363,7 +363,8 @@ class VGDRequest:
     names: Sequence[str] | None = None
 
     def to_prompt(self, training: bool = False, rng: Rng | None = None) -> TaskPrompt:
-        prompts = tuple(VisualPrompt.coerce(p) for p in (self.prompts if isinstance(self.prompts, Sequence) else [self.prompts]))
+        given = self.prompts if isinstance(self.prompts, Sequence) else [self.prompts]
+        prompts = tuple(VisualPrompt.coerce(p) for p in given)
         if not prompts:
             raise ValueError("VGD needs at least one visual prompt.")
         names = tuple(self.names) if self.names is not None else tuple(f"region {i}" for i in range(len(prompts)))
@@ -388,7 +389,9 @@ class ConversationRequest:
         region_count = sum(t.user.count(REGION_TOKEN) + (t.assistant or "").count(REGION_TOKEN) for t in turns)
         prompts = tuple(VisualPrompt.coerce(p) for p in self.visual_prompts)
         if region_count != len(prompts):
-            raise ValueError(f"The conversation has {region_count} <region> placeholders but {len(prompts)} visual prompts.")
+            raise ValueError(
+                f"The conversation has {region_count} <region> placeholders but {len(prompts)} visual prompts."
+            )
         names = tuple(re.findall(f"{re.escape(PHRASE_START_TOKEN)}(.*?){re.escape(PHRASE_END_TOKEN)}",
                                  " ".join(t.user + " " + (t.assistant or "") for t in turns)))
         return TaskPrompt(task="conversation", turns=turns, class_names=names, visual_prompts=prompts)
