@@ -185,3 +185,17 @@ def test_encode_once_prompt_many(processor, tiny_model, photos):
         processor.post_process_interactive_segmentation(cached[1], prompts[1]),
         processor.post_process_interactive_segmentation(uncached[1], prompts[1]),
     )
+
+
+def test_model_generate_feeds_post_process_generation(processor, tiny_model, photos):
+    """The model's generate-then-segment output plugs into the processor; random weights rarely write a <SEG>, so
+    only the structure is checked (an unsegmented answer keeps its caption and gets no masks)."""
+    inputs = processor(images=[photos["coffee"], photos["chelsea"]], task=["gcg", "conversation"], text=[None, "Hi?"])
+    assert all(info.generate for info in inputs.sample_info)
+    with torch.no_grad():
+        generated = tiny_model.generate(**inputs, tokenizer=processor, max_new_tokens=8)
+    results = processor.post_process_generation(generated.generated_texts, generated, inputs)
+    assert len(results) == 2
+    for result, segmented in zip(results, generated.segmented.tolist()):
+        assert isinstance(result["caption"], str)
+        assert segmented or all(mask is None for _, _, mask in result["entities"])

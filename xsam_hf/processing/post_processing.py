@@ -104,6 +104,8 @@ def split_instances(outputs: Any, batch_size: int) -> list[list[InstanceOutput]]
     """Group the decoder instances of `outputs` by batch sample (in instance order)."""
     class_logits = outputs.class_queries_logits
     mask_logits = outputs.masks_queries_logits
+    if class_logits is None:  # nothing was segmented (e.g. no generated answer had a <SEG>)
+        return [[] for _ in range(batch_size)]
     count = class_logits.shape[0]
     sample_index = _optional(outputs, "instance_sample_index", torch.arange(count))
     condition_index = _optional(outputs, "instance_condition_index", torch.full((count,), -1))
