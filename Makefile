@@ -9,6 +9,8 @@ export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
 install:
 	$(PYTHON) -m pip install -q torch==2.13.0
 	$(PYTHON) -m pip install -q -e ".[test]"
+	# the reference PQ implementation; its metadata pins numpy<2, which it does not need
+	$(PYTHON) -m pip install -q --no-deps "panopticapi-lite>=0.2"
 
 test: install
 	$(PYTHON) -m pytest -q --durations=15

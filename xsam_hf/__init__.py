@@ -7,6 +7,7 @@ __version__ = "0.1.0.dev0"
 
 from .modeling.configuration_xsam import XSamConfig  # noqa: E402
 from .modeling.modeling_xsam import XSamForSegmentation, XSamPreTrainedModel, XSamSegmentationOutput  # noqa: E402
+from .processing import XSamProcessor  # noqa: E402
 from . import _registration  # noqa: E402,F401
 
-__all__ = ["XSamConfig", "XSamForSegmentation", "XSamPreTrainedModel", "XSamSegmentationOutput"]
+__all__ = ["XSamConfig", "XSamForSegmentation", "XSamPreTrainedModel", "XSamProcessor", "XSamSegmentationOutput"]

@@ -490,6 +490,8 @@ class XSamForSegmentation(XSamPreTrainedModel):
         pack_across_batch: bool = False,
         past_key_values=None,
         use_cache: bool | None = None,
+        original_sizes: torch.Tensor | None = None,
+        reshaped_input_sizes: torch.Tensor | None = None,
         **kwargs,
     ) -> XSamSegmentationOutput:
         r"""
@@ -514,6 +516,9 @@ class XSamForSegmentation(XSamPreTrainedModel):
                 instance's sample's conditions (for the S1 form: per image, closed-set class ids).
             pack_across_batch: classify each instance against the conditions of the whole batch (referring training,
                 architecture spec §1.10). Training only; each sample is independent otherwise.
+            original_sizes, reshaped_input_sizes: accepted and ignored, so that `model(**processor_outputs)` works;
+                post-processing reads them from the processor's output.
+            kwargs: passed to the language model (e.g. `num_items_in_batch` from the Trainer, `cache_position`).
         """
         if self.config.stage == "s1":
             return self._forward_segmentor(extra_pixel_values, image_features, mask_labels, class_labels)
