@@ -10,3 +10,5 @@ AutoConfig.register(XSamConfig.model_type, XSamConfig, exist_ok=True)
 AutoModel.register(XSamConfig, XSamForSegmentation, exist_ok=True)
 AutoModelForImageTextToText.register(XSamConfig, XSamForSegmentation, exist_ok=True)
 AutoProcessor.register(XSamConfig, XSamProcessor, exist_ok=True)
+
+from . import pipelines  # noqa: E402,F401  (registers the "x-sam-segmentation" pipeline)
