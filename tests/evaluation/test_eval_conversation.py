@@ -21,7 +21,10 @@ LLAVA_RECORD = {
     "conversations": [
         {"from": "human", "value": "<image>\nWhat are the colors of the bus in the image?"},
         {"from": "gpt", "value": "White and red."},
-        {"from": "human", "value": "Which vehicle is shown?\nA. A car\nB. A bus\nC. A bicycle\nAnswer with the option's letter."},
+        {
+            "from": "human",
+            "value": "Which vehicle is shown?\nA. A car\nB. A bus\nC. A bicycle\nAnswer with the option's letter.",
+        },
         {"from": "gpt", "value": "B"},
         {"from": "human", "value": "How many buses are there?"},
         {"from": "gpt", "value": "One"},
@@ -65,7 +68,8 @@ def test_bad_conversation_inputs_raise_clear_errors():
     with pytest.raises(ValueError, match="holds no option letter"):
         ConversationAccuracy().add("B", "a bus", mode="choice")
     with pytest.raises(ValueError, match="turn 0 must be from 'human'"):
-        llava_question_answer_pairs({"id": 1, "conversations": [{"from": "gpt", "value": "x"}, {"from": "human", "value": "y"}]})
+        turns = [{"from": "gpt", "value": "x"}, {"from": "human", "value": "y"}]
+        llava_question_answer_pairs({"id": 1, "conversations": turns})
     with pytest.raises(ValueError, match="human/gpt turn pairs"):
         llava_question_answer_pairs({"id": 1, "conversations": [{"from": "human", "value": "x"}]})
 

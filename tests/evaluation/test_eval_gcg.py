@@ -83,7 +83,9 @@ def test_gcg_miou_and_ap50_follow_the_protocol(tmp_path):
                                       "segmentation": encode_mask_rle(mask), "area": int(mask.sum()), "iscrowd": 0,
                                       "bbox": [0, 0, 1, 1]})
         for mask in image["predictions"]:
-            detections.append({"image_id": number, "category_id": 1, "segmentation": encode_mask_rle(mask), "score": 1.0})
+            detections.append(
+                {"image_id": number, "category_id": 1, "segmentation": encode_mask_rle(mask), "score": 1.0}
+            )
     (tmp_path / "gt.json").write_text(json.dumps(gt))
     with contextlib.redirect_stdout(io.StringIO()):
         coco_gt = COCO(str(tmp_path / "gt.json"))
@@ -150,7 +152,8 @@ needs_java = pytest.mark.skipif(shutil.which("java") is None, reason="pycocoeval
 @needs_java
 def test_cider_equals_cocoevalcap(tmp_path, monkeypatch):
     expected = cocoevalcap_reference(tmp_path, monkeypatch, with_meteor=False)
-    results = caption_metrics({k: v[0] for k, v in CAPTIONS.items()}, {k: v[1] for k, v in CAPTIONS.items()}, ("CIDEr",))
+    predictions, references = {k: v[0] for k, v in CAPTIONS.items()}, {k: v[1] for k, v in CAPTIONS.items()}
+    results = caption_metrics(predictions, references, ("CIDEr",))
     assert results["CIDEr"] == pytest.approx(expected["CIDEr"], abs=TOLERANCE)
     assert results["CIDEr"] > 0.1
 

@@ -82,7 +82,8 @@ def test_tensor_inputs_on_any_dtype_give_the_same_counts():
     rng = np.random.default_rng(2)
     prediction, reference = random_binary_pairs(rng, 1)[0]
     expected = intersection_and_union(prediction, reference)
-    assert intersection_and_union(torch.from_numpy(prediction).to(torch.bfloat16), torch.from_numpy(reference)) == expected
+    bfloat16_prediction = torch.from_numpy(prediction).to(torch.bfloat16)
+    assert intersection_and_union(bfloat16_prediction, torch.from_numpy(reference)) == expected
     assert intersection_and_union(prediction.astype(np.float32), reference.astype(np.int64)) == expected
 
 

@@ -44,7 +44,9 @@ def random_instances(rng: np.random.Generator, num_images: int, height: int = 40
                 "reference_masks": references,
                 "reference_category_ids": categories,
                 "reference_iscrowd": crowd,
-                "prediction_masks": np.stack(prediction_masks) if prediction_masks else np.zeros((0, height, width), bool),
+                "prediction_masks": np.stack(prediction_masks)
+                if prediction_masks
+                else np.zeros((0, height, width), bool),
                 "prediction_scores": scores,
                 "prediction_labels": labels,
             }
@@ -59,7 +61,8 @@ def direct_cocoeval(tmp_path, images, category_ids, image_ids=None, name="run"):
     for image in images:
         height, width = image["size"]
         gt["images"].append({"id": image["image_id"], "height": height, "width": width})
-        for mask, category, crowd in zip(image["reference_masks"], image["reference_category_ids"], image["reference_iscrowd"]):
+        references = zip(image["reference_masks"], image["reference_category_ids"], image["reference_iscrowd"])
+        for mask, category, crowd in references:
             gt["annotations"].append(
                 {
                     "id": len(gt["annotations"]) + 1,
@@ -71,9 +74,15 @@ def direct_cocoeval(tmp_path, images, category_ids, image_ids=None, name="run"):
                     "bbox": [0, 0, 1, 1],
                 }
             )
-        for mask, score, category in zip(image["prediction_masks"], image["prediction_scores"], image["prediction_category_ids"]):
+        predictions = zip(image["prediction_masks"], image["prediction_scores"], image["prediction_category_ids"])
+        for mask, score, category in predictions:
             results.append(
-                {"image_id": image["image_id"], "category_id": category, "segmentation": encode_mask_rle(mask), "score": score}
+                {
+                    "image_id": image["image_id"],
+                    "category_id": category,
+                    "segmentation": encode_mask_rle(mask),
+                    "score": score,
+                }
             )
     gt_path, results_path = tmp_path / f"{name}_gt.json", tmp_path / f"{name}_results.json"
     gt_path.write_text(json.dumps(gt))
@@ -102,7 +111,7 @@ def test_mask_ap_equals_direct_cocoeval(tmp_path):
             image["reference_masks"],
             image["reference_category_ids"],
             # every accepted mask form: numpy stack, torch stack, list of RLE dicts
-            masks if index % 3 == 0 else torch.from_numpy(masks) if index % 3 == 1 else [encode_mask_rle(m) for m in masks],
+            [masks, torch.from_numpy(masks), [encode_mask_rle(m) for m in masks]][index % 3],
             image["prediction_scores"],
             image["prediction_labels"],
             reference_iscrowd=image["reference_iscrowd"],

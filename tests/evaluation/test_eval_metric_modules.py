@@ -84,7 +84,9 @@ def test_iou_metrics_equal_accumulators(tmp_path):
 def test_semantic_and_panoptic_metrics_equal_accumulators():
     rng = np.random.default_rng(51)
     references = [np.where(rng.random((12, 16)) < 0.1, 255, rng.integers(0, 4, (12, 16))) for _ in range(3)]
-    predictions = [np.where(rng.random((12, 16)) < 0.7, np.where(r == 255, 0, r), rng.integers(0, 4, (12, 16))) for r in references]
+    predictions = [
+        np.where(rng.random((12, 16)) < 0.7, np.where(r == 255, 0, r), rng.integers(0, 4, (12, 16))) for r in references
+    ]
     semantic = SemanticSegmentationMetric(keep_in_memory=True)
     semantic.add_batch(predictions=predictions, references=references)
     expected = SemanticSegmentationAccumulator(4)
@@ -158,7 +160,11 @@ def test_gcg_and_conversation_metrics_equal_accumulators():
         predictions = [perturb_mask(rng, references[0])]
         gcg.add(
             prediction={"image_id": f"i{index}", "caption": "a dog", "masks": [encode_mask_rle(m) for m in predictions]},
-            reference={"image_id": f"i{index}", "captions": ["a dog on grass"], "masks": [encode_mask_rle(m) for m in references]},
+            reference={
+                "image_id": f"i{index}",
+                "captions": ["a dog on grass"],
+                "masks": [encode_mask_rle(m) for m in references],
+            },
         )
         expected.add(f"i{index}", "a dog", ["a dog on grass"], predictions, references)
     assert_same(gcg.compute(caption_metric_names=()), expected.compute(()))

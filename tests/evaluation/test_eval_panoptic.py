@@ -128,7 +128,8 @@ def test_pq_matches_panopticapi(tmp_path):
     for category_id, values in expected["per_class"].items():
         if category_id in results["per_category"]:
             for key in ("pq", "sq", "rq"):
-                assert results["per_category"][category_id][key.upper()] == pytest.approx(float(values[key]), abs=TOLERANCE)
+                actual = results["per_category"][category_id][key.upper()]
+                assert actual == pytest.approx(float(values[key]), abs=TOLERANCE)
     assert 0.2 < results["PQ"] < 0.95, "the scenes should be neither trivial nor hopeless"
 
 
@@ -138,7 +139,9 @@ def test_perfect_prediction_and_label_id_mapping():
     contiguous = {index: category["id"] for index, category in enumerate(CATEGORIES)}
     to_label = {v: k for k, v in contiguous.items()}
     accumulator = PanopticQualityAccumulator(CATEGORIES, label_id_to_category_id=contiguous)
-    prediction_segments = [{"id": s["id"], "label_id": to_label[s["category_id"]]} for s in segments if not s["iscrowd"]]
+    prediction_segments = [
+        {"id": s["id"], "label_id": to_label[s["category_id"]]} for s in segments if not s["iscrowd"]
+    ]
     crowd_ids = [s["id"] for s in segments if s["iscrowd"]]
     prediction = np.where(np.isin(reference, crowd_ids), 0, reference)
     accumulator.add(prediction, prediction_segments, reference, segments)
@@ -153,7 +156,8 @@ def test_bad_panoptic_inputs_raise_clear_errors():
     with pytest.raises(ValueError, match=r"segment ids \[7\] that are missing from segments_info"):
         accumulator.add(np.array([[7, 1], [1, 1]]), [{"id": 1, "category_id": 1}], reference, reference_segments)
     with pytest.raises(ValueError, match="unknown category id 99"):
-        accumulator.add(reference, [{"id": 1, "category_id": 99}, {"id": 2, "category_id": 1}], reference, reference_segments)
+        unknown = [{"id": 1, "category_id": 99}, {"id": 2, "category_id": 1}]
+        accumulator.add(reference, unknown, reference, reference_segments)
     with pytest.raises(ValueError, match=r"\[5\] are listed in segments_info but cover no pixel"):
         accumulator.add(
             reference, [{"id": 1, "category_id": 1}, {"id": 2, "category_id": 1}, {"id": 5, "category_id": 1}],

@@ -18,7 +18,8 @@ def random_label_maps(rng: np.random.Generator, count: int, height: int = 20, wi
     for _ in range(count):
         reference = rng.integers(0, NUM_CLASSES - 1, (height, width))
         reference[rng.random((height, width)) < 0.15] = IGNORE
-        prediction = np.where(rng.random((height, width)) < 0.6, reference, rng.integers(0, NUM_CLASSES, (height, width)))
+        noise = rng.integers(0, NUM_CLASSES, (height, width))
+        prediction = np.where(rng.random((height, width)) < 0.6, reference, noise)
         prediction = np.where(prediction == IGNORE, 0, prediction)
         samples.append((prediction, reference))
     return samples

@@ -180,7 +180,9 @@ class MaskAPAccumulator:
                 }
             )
         for rle, category_id, score in zip(prediction_rles, prediction_categories, scores):
-            self.detections.append({"image_id": image_id, "category_id": category_id, "segmentation": rle, "score": score})
+            self.detections.append(
+                {"image_id": image_id, "category_id": category_id, "segmentation": rle, "score": score}
+            )
 
     def compute(self) -> dict[str, float]:
         """Return ``{"AP", "AP50", "AP75", "APs", "APm", "APl"}`` (fractions; NaN with no reference at all)."""

@@ -57,7 +57,7 @@ class ReferringIoUMetric(evaluate.Metric):
     def _compute(self, predictions: list, references: list) -> dict[str, float]:
         accumulator = IoUAccumulator()
         for index, (prediction, reference) in enumerate(zip(predictions, references)):
-            accumulator.add(_bool_array(prediction, f"predictions[{index}]"), _bool_array(reference, f"references[{index}]"))
+            accumulator.add(*_bool_pair(prediction, reference, index))
         return accumulator.compute()
 
 
@@ -76,9 +76,7 @@ class InteractiveIoUMetric(evaluate.Metric):
     ) -> dict[str, dict[str, float]]:
         accumulator = InteractiveIoUAccumulator(tuple(all_prompt_types))
         for index, (prediction, reference, prompt_type) in enumerate(zip(predictions, references, prompt_types)):
-            accumulator.add(
-                _bool_array(prediction, f"predictions[{index}]"), _bool_array(reference, f"references[{index}]"), prompt_type
-            )
+            accumulator.add(*_bool_pair(prediction, reference, index), prompt_type)
         return accumulator.compute()
 
 
@@ -95,9 +93,7 @@ class ReasoningIoUMetric(evaluate.Metric):
     def _compute(self, predictions: list, references: list, is_sentence: list) -> dict[str, dict[str, float]]:
         accumulator = ReasoningIoUAccumulator()
         for index, (prediction, reference, sentence) in enumerate(zip(predictions, references, is_sentence)):
-            accumulator.add(
-                _bool_array(prediction, f"predictions[{index}]"), _bool_array(reference, f"references[{index}]"), sentence
-            )
+            accumulator.add(*_bool_pair(prediction, reference, index), sentence)
         return accumulator.compute()
 
 
@@ -179,7 +175,9 @@ class MaskAPMetric(evaluate.Metric):
             },
         )
 
-    def _compute(self, predictions: list, references: list, category_ids: Sequence[int] | None = None) -> dict[str, float]:
+    def _compute(
+        self, predictions: list, references: list, category_ids: Sequence[int] | None = None
+    ) -> dict[str, float]:
         if category_ids is None:
             raise ValueError("MaskAPMetric.compute needs category_ids=[...]")
         accumulator = MaskAPAccumulator(category_ids)
@@ -283,7 +281,11 @@ class GCGMetric(evaluate.Metric):
         for prediction, reference in zip(predictions, references):
             _check_same_image(prediction["image_id"], reference["image_id"])
             accumulator.add(
-                reference["image_id"], prediction["caption"], reference["captions"], prediction["masks"], reference["masks"]
+                reference["image_id"],
+                prediction["caption"],
+                reference["captions"],
+                prediction["masks"],
+                reference["masks"],
             )
         return accumulator.compute(caption_metric_names)
 
@@ -304,6 +306,10 @@ class ConversationAccuracyMetric(evaluate.Metric):
         for prediction, reference in zip(predictions, references):
             accumulator.add(prediction, reference, mode)
         return accumulator.compute()
+
+
+def _bool_pair(prediction: Any, reference: Any, index: int) -> tuple[np.ndarray, np.ndarray]:
+    return _bool_array(prediction, f"predictions[{index}]"), _bool_array(reference, f"references[{index}]")
 
 
 def _bool_array(mask: Any, name: str) -> np.ndarray:

@@ -182,7 +182,8 @@ class PanopticQualityAccumulator:
             if predicted_id == 0 or predicted_id in matched_prediction:
                 continue
             category_id = predicted_segments[predicted_id][0]
-            ignorable = on_void(column) + sum(int(joint[row, column]) for row in crowd_rows_by_category.get(category_id, []))
+            crowd_rows = crowd_rows_by_category.get(category_id, [])
+            ignorable = on_void(column) + sum(int(joint[row, column]) for row in crowd_rows)
             if ignorable / predicted_area[predicted_id] > IGNORED_FP_FRACTION:
                 continue
             self.stats[category_id].false_positives += 1
