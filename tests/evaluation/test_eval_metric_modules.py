@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 from xsam_eval_synthetic import blob_mask, perturb_mask, random_binary_pairs
 
-from xsam_hf.evaluation import (
+pytest.importorskip("evaluate")  # before the import below, which loads the evaluate.Metric subclasses
+
+from xsam_hf.evaluation import (  # noqa: E402
     PROMPT_TYPES,
     ConversationAccuracy,
     ConversationAccuracyMetric,
@@ -30,8 +32,6 @@ from xsam_hf.evaluation import (
     VGDMaskAPMetric,
     encode_mask_rle,
 )
-
-pytest.importorskip("evaluate")
 
 
 def test_runs_offline():
