@@ -33,7 +33,7 @@ def _inputs(prompts, seed=0, with_targets=False, class_counts=None):
 
 def test_gradients_reach_every_trainable_part():
     torch.manual_seed(0)
-    model = build_tiny().train()
+    model = build_tiny(train_num_points=1024).train()
     out = model(**_inputs([synthetic_prompt(3), synthetic_prompt(2, seed=1)], with_targets=True, class_counts=(3, 2)))
     out.loss.backward()
     without_grad = [
@@ -230,8 +230,8 @@ def test_sdpa_matches_eager():
 
 def test_activation_checkpointing_gives_the_same_gradients():
     torch.manual_seed(0)
-    reference = build_tiny().train()
-    checkpointed = build_tiny(state_dict=reference.state_dict()).train()
+    reference = build_tiny(train_num_points=1024).train()
+    checkpointed = build_tiny(state_dict=reference.state_dict(), train_num_points=1024).train()
     checkpointed.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     assert checkpointed.language_model.model.gradient_checkpointing
     batch = _inputs([synthetic_prompt(2)], with_targets=True, class_counts=(2,))
