@@ -127,6 +127,21 @@ class _Instances:
     label_offset: torch.Tensor  # (N,) added to an instance's local class labels (cross-batch packing)
 
 
+def _splice(sequence: torch.Tensor, position: int, insert: torch.Tensor) -> torch.Tensor:
+    """Replace the element at `position` (a placeholder) with the rows of `insert`."""
+    return torch.cat([sequence[:position], insert, sequence[position + 1 :]])
+
+
+def _splice_fill(sequence: torch.Tensor, position: int, count: int, value: int) -> torch.Tensor:
+    """Replace the element at `position` with `count` copies of `value`."""
+    return _splice(sequence, position, sequence.new_full((count,), value))
+
+
+def _pad_right(sequence: torch.Tensor, length: int, value: float) -> torch.Tensor:
+    """Pad along the first dimension to `length` with `value`."""
+    return torch.cat([sequence, sequence.new_full((length - sequence.shape[0], *sequence.shape[1:]), value)])
+
+
 class XSamPreTrainedModel(PreTrainedModel):
     config: XSamConfig
     config_class = XSamConfig
@@ -367,25 +382,22 @@ class XSamForSegmentation(XSamPreTrainedModel):
                         f"Sample {b} has {image_positions.numel()} <image> tokens; X-SAM takes exactly one image "
                         "per sample, marked by one <image> token in the prompt."
                     )
-                p = int(image_positions[0])
-                n_visual = visual.shape[1]
-                embeds = torch.cat([embeds[:p], visual[b], embeds[p + 1 :]])
-                fill = lambda t, v: torch.cat([t[:p], t.new_full((n_visual,), v), t[p + 1 :]])  # noqa: E731
-                row_conds, row_segs = fill(row_conds, -1), fill(row_segs, -1)
+                position = int(image_positions[0])
+                embeds = _splice(embeds, position, visual[b])
+                row_conds = _splice_fill(row_conds, position, visual.shape[1], -1)
+                row_segs = _splice_fill(row_segs, position, visual.shape[1], -1)
                 if row_labels is not None:
-                    row_labels = fill(row_labels, -100)
+                    row_labels = _splice_fill(row_labels, position, visual.shape[1], -100)
             rows.append((embeds, row_labels, row_conds, row_segs))
 
-        max_len = max(r[0].shape[0] for r in rows)
-        pad = lambda t, v: torch.cat([t, t.new_full((max_len - t.shape[0], *t.shape[1:]), v)])  # noqa: E731
+        length = max(r[0].shape[0] for r in rows)
+        ones = [torch.ones(r[0].shape[0], dtype=attention_mask.dtype, device=r[0].device) for r in rows]
         return _MergedInputs(
-            inputs_embeds=torch.stack([pad(r[0], 0) for r in rows]),
-            attention_mask=torch.stack(
-                [pad(torch.ones(r[0].shape[0], dtype=attention_mask.dtype, device=r[0].device), 0) for r in rows]
-            ),
-            labels=torch.stack([pad(r[1], -100) for r in rows]) if labels is not None else None,
-            condition_ids=torch.stack([pad(r[2], -1) for r in rows]),
-            seg_ids=torch.stack([pad(r[3], -1) for r in rows]),
+            inputs_embeds=torch.stack([_pad_right(r[0], length, 0) for r in rows]),
+            attention_mask=torch.stack([_pad_right(o, length, 0) for o in ones]),
+            labels=torch.stack([_pad_right(r[1], length, -100) for r in rows]) if labels is not None else None,
+            condition_ids=torch.stack([_pad_right(r[2], length, -1) for r in rows]),
+            seg_ids=torch.stack([_pad_right(r[3], length, -1) for r in rows]),
         )
 
     # ----------------------------------------------------------------------------------------------------------
