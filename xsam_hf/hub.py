@@ -436,6 +436,9 @@ def _commit(
     returns (a half-uploaded repository is never left behind by a failing save)."""
     api = transformers_hub.hf_api()
     repo_id = api.create_repo(repo_id, private=private, token=token, exist_ok=True).repo_id
+    if revision is not None and not revision.startswith("refs/pr"):
+        # A commit to a branch needs the branch (as `push_to_hub` does it).
+        api.create_branch(repo_id=repo_id, branch=revision, token=token, exist_ok=True)
     with tempfile.TemporaryDirectory() as staging:
         operations = build(repo_id, Path(staging))
         return api.create_commit(
