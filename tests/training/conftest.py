@@ -146,6 +146,15 @@ def write_llava(root: Path, images: int = 2) -> dict[str, str]:
     return {"format": "llava", "source": "llava", "json_path": "llava.json", "image_dir": "llava_images"}
 
 
+def tiny_model(stage: str = "s3"):
+    """A randomly initialised tiny X-SAM in training mode, with the tests' 2,048 loss points."""
+    from xsam_hf import XSamConfig, XSamForSegmentation
+
+    model = XSamForSegmentation._from_config(XSamConfig.from_preset("tiny", stage=stage), attn_implementation="eager")
+    model.config.decoder_config.train_num_points = 2048
+    return model.train()
+
+
 def tiny_recipe(stage: str, root: Path, output_dir: Path, sources: list[dict[str, Any]], **training: Any) -> dict:
     """A recipe for the tiny preset: no Hub downloads, eager attention, a few CPU steps, no checkpoints."""
     values = {
@@ -164,7 +173,8 @@ def tiny_recipe(stage: str, root: Path, output_dir: Path, sources: list[dict[str
     return {
         "stage": stage,
         "seed": 0,
-        "model": {"preset": "tiny", "attn_implementation": "eager"},
+        # 2,048 loss points instead of 12,544: the same code path, a quarter of the loss cost on 2 CPU cores.
+        "model": {"preset": "tiny", "attn_implementation": "eager", "decoder_overrides": {"train_num_points": 2048}},
         "processor": {"preset": "tiny"},
         "data": {"root": str(root), "seed": 0, "balance_threshold": 0.1, "sources": sources},
         "training": values,

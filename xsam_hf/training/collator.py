@@ -63,6 +63,8 @@ MULTI_SEG_TASKS = ("refseg", "reaseg")
 """Tasks with one `<SEG>` (one decoder instance) per condition."""
 SKIPPED_SAMPLES_KEY = "skipped_samples"
 """Batch key with the number of samples skipped since the previous batch (consumed by `XSamTrainer`)."""
+TASK_KEY = "task"
+"""Batch key with the batch's task (consumed by `XSamTrainer`, which counts the steps of each task)."""
 MODEL_INPUT_KEYS = (
     "input_ids",
     "attention_mask",
@@ -155,7 +157,9 @@ class XSamDataCollator:
                 raise RuntimeError(f"No usable sample in the batch: {self.counter.summary_line()}")
             batch = self._collate_prompted(usable)
         if any(hasattr(sample, "skipped") for sample in samples):
+            # Bookkeeping for the trainer (popped before the forward); absent when bare examples are collated.
             batch[SKIPPED_SAMPLES_KEY] = skipped
+            batch[TASK_KEY] = "+".join(tasks)
         return batch
 
     # ------------------------------------------------------------------------------------------------------------
@@ -323,4 +327,4 @@ def _stack_masks(masks: list[torch.Tensor], canvas: int) -> torch.Tensor:
     return torch.stack(masks) if masks else torch.zeros((0, canvas, canvas), dtype=torch.bool)
 
 
-__all__ = ["MODEL_INPUT_KEYS", "PACKED_TASKS", "SKIPPED_SAMPLES_KEY", "XSamDataCollator"]
+__all__ = ["MODEL_INPUT_KEYS", "PACKED_TASKS", "SKIPPED_SAMPLES_KEY", "TASK_KEY", "XSamDataCollator"]

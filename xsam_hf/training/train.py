@@ -270,6 +270,11 @@ def build_model(recipe: Mapping[str, Any], num_closed_set_classes: int | None = 
             overrides.setdefault("num_closed_set_classes", num_closed_set_classes)
         config = XSamConfig.from_preset(spec.get("preset", "x-sam-phi3-mini"), stage=stage, **overrides)
         model = XSamForSegmentation._from_config(config, attn_implementation=attn)
+    for key, value in (spec.get("decoder_overrides") or {}).items():
+        # Loss settings of the Mask2Former decoder config (e.g. train_num_points), read at every forward.
+        if not hasattr(model.config.decoder_config, key):
+            raise ValueError(f"The decoder config has no field {key!r}.")
+        setattr(model.config.decoder_config, key, value)
     report: dict[str, Any] = {"components": load_components(model, spec.get("components") or {}), "init_from": []}
     for entry in spec.get("init_from") or []:
         stage_report = model.load_stage_weights(
@@ -423,6 +428,7 @@ def run_training(
         "training_loss": result.training_loss,
         "skipped_samples": trainer.skipped_samples,
         "skipped_by_source": counter.report(),
+        "task_micro_batches": dict(trainer.task_micro_batches),
         "initialisation": init_report,
         "freezing": freeze_summary,
         "log_history": trainer.state.log_history,

@@ -40,7 +40,7 @@ from torch.utils.data import DataLoader
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.utils import logging
 
-from .collator import SKIPPED_SAMPLES_KEY
+from .collator import SKIPPED_SAMPLES_KEY, TASK_KEY
 from .data.source_grouped import SourceGroupedBatchSampler
 from .stages import ENCODER_LR_MULTIPLIERS, no_decay_parameter_names, parameter_groups
 
@@ -105,6 +105,7 @@ class XSamTrainer(Trainer):
         self._term_sums: torch.Tensor | None = None  # (len(LOGGED_TERMS), 2): weighted sum, weight
         self._skipped_total = 0.0
         self._skipped_pending = 0
+        self.task_micro_batches: dict[str, int] = {}  # this process's micro-batches per task (data-mix check)
         self.add_callback(_EpochSync(self))
 
     # ------------------------------------------------------------------------------------------------------------
@@ -180,7 +181,10 @@ class XSamTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs: bool = False, num_items_in_batch=None):
         inputs = dict(inputs)
         skipped = inputs.pop(SKIPPED_SAMPLES_KEY, 0)
+        task = inputs.pop(TASK_KEY, None)
         training = model.training
+        if training and task is not None:
+            self.task_micro_batches[task] = self.task_micro_batches.get(task, 0) + 1
         tokens_normalised = training and self.model_accepts_loss_kwargs and num_items_in_batch is not None
         if tokens_normalised:
             inputs["num_items_in_batch"] = num_items_in_batch
