@@ -174,15 +174,17 @@ def test_s1_layout_keeps_the_closed_set_head(tmp_path):
     assert detect_stage(official) == "s1"
     torch.save(official, tmp_path / "pytorch_model.bin")
 
-    report = convert_checkpoint(tmp_path / "pytorch_model.bin", tmp_path / "s1", preset="tiny")
+    report = convert_checkpoint(tmp_path / "pytorch_model.bin", tmp_path / "s1", preset="tiny", dtype="bfloat16")
     assert report.stage == "s1" and report.plan.missing == [] and report.plan.unused == [SHARED_EMBEDDING]
+    assert json.loads((tmp_path / "s1" / "config.json").read_text())["dtype"] == "bfloat16"
     model = AutoModel.from_pretrained(tmp_path / "s1")
     assert model.config.stage == "s1" and model.config.num_closed_set_classes == 133
     assert not hasattr(model, "language_model") and not hasattr(model, "vision_tower")
-    assert torch.equal(model.closed_set_head.weight, official["segmentor.class_predictor.weight"])
+    assert model.closed_set_head.weight.dtype == torch.bfloat16
+    assert torch.equal(model.closed_set_head.weight, official["segmentor.class_predictor.weight"].bfloat16())
     assert torch.equal(
         model.segmentation_decoder.transformer_module.queries_features.weight,
-        official["segmentor.decoder.queries_features.weight"],
+        official["segmentor.decoder.queries_features.weight"].bfloat16(),
     )
 
 
@@ -194,8 +196,8 @@ def test_s2_layout_lists_what_it_lacks_and_chains_into_s3(tmp_path):
     assert detect_stage(official) == "s2" and len(official) == 8
     torch.save(official, tmp_path / "pytorch_model.bin")
 
-    report = convert_checkpoint(tmp_path / "pytorch_model.bin", tmp_path / "s2", preset="tiny")
-    assert report.stage == "s2" and report.plan.unused == []
+    report = convert_checkpoint(tmp_path / "pytorch_model.bin", tmp_path / "s2", XSamConfig.from_preset("tiny"))
+    assert report.stage == "s2" and report.plan.unused == []  # the stage comes from the checkpoint
     assert len(report.plan.renamed) == 8
     missing = set(report.plan.missing)
     assert "language_model.model.embed_tokens.weight" in missing and "vision_tower.post_layernorm.weight" in missing

@@ -219,8 +219,9 @@ def test_card_usage_runs_on_a_local_snapshot_of_the_upload(hub, model, processor
     assert isinstance(namespace["panoptic"]["segments_info"], list)
 
 
-def test_released_id_is_what_the_converted_release_card_names(tmp_path):
-    """`xsam convert` writes a card naming RELEASED_MODEL_ID; the same call on the converted folder works."""
+def test_released_id_is_what_the_converted_release_card_names(hub, tmp_path):
+    """`xsam convert` writes a card naming RELEASED_MODEL_ID; the same call on the converted folder works; the
+    folder is published with push_checkpoint."""
     from xsam_hf.convert import convert_checkpoint
 
     configs = GOLDEN / "configs"
@@ -238,6 +239,13 @@ def test_released_id_is_what_the_converted_release_card_names(tmp_path):
     assert "hao9610/X-SAM" in card.text and card.data.to_dict()["base_model"] == list(BASE_MODELS)
     namespace = run_snippet(code, {RELEASED_MODEL_ID: str(out), "photo.jpg": str(PHOTO)})
     assert namespace["model"].config.stage == "s3" and namespace["mask"].shape == (100, 140)
+
+    push_checkpoint(out, RELEASED_MODEL_ID, kind="converted", eval_results=EVAL_JSON)
+    assert hub.commits[-1]["repo_id"] == RELEASED_MODEL_ID
+    local = {p.name: p.read_bytes() for p in out.iterdir() if p.name != "README.md"}
+    assert set(hub.files) == set(local) | {"README.md"} and all(hub.files[n] == b for n, b in local.items())
+    published = card_of(hub.files)
+    assert "converted by `xsam convert`" in published.text and "model-index" in published.data.to_dict()
 
 
 def test_plain_push_to_hub_of_model_and_processor_keeps_an_existing_card(hub, model, processor):

@@ -72,10 +72,12 @@ _SAFETENSORS_DTYPES: dict[torch.dtype, str] = {
     torch.float8_e5m2: "F8_E5M2",
 }
 
-# Fields of 4.x-era component configs that say how the official code *trained*, not what the network is; the
-# converted checkpoint is for inference, so the target classes' defaults apply (e.g. Phi-3's `use_cache=True`).
-_TRAINING_ONLY_CONFIG_FIELDS = ("_name_or_path", "transformers_version", "architectures", "use_cache", "dtype",
-                                "torch_dtype")
+# Fields of the official component configs (transformers 4.x) that are bookkeeping or training-time switches, not
+# architecture: the converted checkpoint is for inference, so the target classes' defaults apply (e.g. Phi-3's
+# `use_cache=True`, not the training run's False), the dtype is the converted weights', and `auto_map` would point
+# the HF-native Phi-3 at remote code the official model never used (`trust_remote_code=False`).
+_DROPPED_COMPONENT_FIELDS = ("_name_or_path", "transformers_version", "architectures", "auto_map", "use_cache",
+                             "dtype", "torch_dtype")
 
 
 class ShapeMismatchError(ValueError):
@@ -131,7 +133,7 @@ def detect_stage(official_keys: Iterable[str]) -> str:
 # What the target model expects
 def expected_state_shapes(config: XSamConfig) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
     """`{name: (shape, dtype)}` of every tensor `XSamForSegmentation(config)` saves, from a meta-device build (no
-    memory, so the released 4.7B-parameter model costs nothing). Tied parameters are listed once."""
+    memory, so the released 4.6B-parameter model costs nothing). Tied parameters are listed once."""
     from .modeling.modeling_xsam import XSamForSegmentation
 
     with torch.device("meta"):
@@ -387,7 +389,7 @@ def _component(source: str | os.PathLike | Mapping[str, Any], model_type: str | 
     # the image encoder's config; X-SAM only uses that part.
     if nested and isinstance(config.get(nested), Mapping):
         config = dict(config[nested])
-    for key in _TRAINING_ONLY_CONFIG_FIELDS:
+    for key in _DROPPED_COMPONENT_FIELDS:
         config.pop(key, None)
     if model_type is not None:
         config["model_type"] = model_type

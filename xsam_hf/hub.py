@@ -14,6 +14,10 @@ Every push is ONE commit through transformers' shared Hub client (`transformers.
 `model.push_to_hub(repo_id)` keeps that card: transformers loads the README already in the repository and only adds
 tags.
 
+Publishing the release: `xsam convert <official S3 pytorch_model.bin> -o X-SAM-Phi3-mini --tokenizer
+microsoft/Phi-3-mini-4k-instruct`, then `push_checkpoint("X-SAM-Phi3-mini", RELEASED_MODEL_ID, kind="converted",
+eval_results="eval.json")`.
+
 Evaluation results on the card come from the JSON that `xsam eval` writes (`EVAL_RESULTS_FORMAT` below).
 """
 
@@ -372,7 +376,7 @@ def build_model_card(
             "Transformers layout, tensors unchanged (safetensors, sharded)."
         )
     elif kind == "checkpoint":
-        description += "\n\nA training checkpoint of `XSamTrainer`."
+        description += "\n\nA training checkpoint (a Trainer `checkpoint-N` folder)."
     return ModelCard.from_template(
         card_data,
         template_str=_CARD_TEMPLATE,
@@ -569,6 +573,7 @@ def push_checkpoint(
     eval_results: str | os.PathLike | Mapping[str, Any] | None = None,
     base_model_id: str | None = None,
     include_training_state: bool = False,
+    kind: CardKind | None = None,
     tags: Sequence[str] = (),
     private: bool | None = None,
     token: bool | str | None = None,
@@ -585,6 +590,9 @@ def push_checkpoint(
     scores from `eval_results`). The training state (`optimizer.pt`, `scheduler.pt`, `scaler.pt`, `rng_state*.pth`,
     `training_args.bin`, DeepSpeed `global_step*/`) stays local unless `include_training_state=True`: it is large,
     only useful to resume, and partly pickled. Weight files are uploaded from where they are, without a copy.
+
+    `kind` sets the card's kind (default "adapter" for an adapter folder, else "checkpoint"); publishing the output of
+    `xsam convert` is `push_checkpoint(folder, RELEASED_MODEL_ID, kind="converted", eval_results=...)`.
     """
     folder = Path(checkpoint_dir)
     if not folder.is_dir():
@@ -623,7 +631,7 @@ def push_checkpoint(
             operations += _folder_operations(staging)
         card = build_model_card(
             final_id,
-            kind="adapter" if is_adapter else "checkpoint",
+            kind=kind or ("adapter" if is_adapter else "checkpoint"),
             stage=stage,
             eval_results=eval_results,
             base_model=base,

@@ -116,7 +116,7 @@ def load_quantized(
     Args:
         pretrained: what `AutoModel.from_pretrained` accepts.
         bits, quant_type, double_quant, compute_dtype: see `llm_only_bnb_config`.
-        device_map: default: the current GPU if there is one, else "cpu" (bitsandbytes 0.45+ runs on CPU).
+        device_map: default: the current GPU if there is one, else "cpu" (bitsandbytes runs on CPU; 0.50 checked).
         from_pretrained_kwargs: e.g. `dtype` for the non-quantized parts (default: the checkpoint's),
             `attn_implementation`, `revision`.
 
