@@ -7,6 +7,7 @@ users type with the Hub id.
 from __future__ import annotations
 
 import json
+import math
 import re
 import types
 from pathlib import Path
@@ -162,6 +163,14 @@ def test_eval_results_reader_follows_the_documented_shape(tmp_path):
     assert card_results[0].task_type == "image-segmentation" and card_results[0].task_name == "Referring segmentation"
     assert card_results[-1].task_type == "image-text-to-text"
     assert '"_task": "referring"' in EVAL_RESULTS_FORMAT
+
+    # The results.json envelope of `xsam eval` (one document per run), several documents merged, null = no value.
+    run = {"model": "tiny", "results": {"val_gcg": {"_task": "gcg", "METEOR": 0.2, "CIDEr": None}}, "meta": {"n": 1}}
+    merged = read_eval_results([{"referring": EVAL_JSON["referring"]}, run])
+    assert list(merged) == ["referring", "val_gcg"] and merged["val_gcg"]["scores"]["METEOR"] == 0.2
+    assert math.isnan(merged["val_gcg"]["scores"]["CIDEr"])
+    with pytest.raises(ValueError, match="more than one results document"):
+        read_eval_results([run, run])
 
     with pytest.raises(ValueError, match="score mIoU = 'high' is not a number"):
         read_eval_results({"refcoco": {"mIoU": "high"}})

@@ -57,24 +57,31 @@ DEFAULT_TAGS = (
 LICENSE = "apache-2.0"
 
 EVAL_RESULTS_FORMAT = """\
-The evaluation JSON (what `xsam eval` writes and `read_eval_results` reads): one object, one entry per benchmark.
+The evaluation JSON (what `xsam eval` writes as results.json, and what `read_eval_results` reads):
 
 {
-  "<benchmark>": {                        # e.g. "refcoco_val", "coco_panoptic_val2017", "reasonseg_val"
-    "<metric>": <number>,                 # a score as the evaluator computes it (fractions, e.g. "cIoU": 0.803)
-    "<group>": {"<metric>": <number>},    # nested scores (e.g. per prompt type) become "<group>/<metric>"
-    "num_samples": 1500,                  # counts are not scores: "n", "n_th", "n_st" and keys starting "num_"
-    "per_class_iou": [...],               # lists (per-class arrays) and "per_category" are not scores either
-    "_task": "referring",                 # optional: the X-SAM task (one of xsam_hf.processing.TASKS); default:
+  "model": "<model name or path>",        # optional, not used by the card
+  "results": {                            # one entry per benchmark
+    "<benchmark>": {                      # e.g. "refcoco_unc_val", "panoptic_val2017", "val_gcg"
+      "<metric>": <number>,               # a score as the evaluator computes it (fractions, e.g. "cIoU": 0.803);
+                                          #   NaN or null: no value (left out of the card's metadata)
+      "<group>": {"<metric>": <number>},  # nested scores (per prompt type, per split) become "<group>/<metric>"
+      "num_samples": 1500,                # counts are not scores: "n", "n_th", "n_st" and keys starting "num_"
+      "per_category": {...},              # details are not scores: "per_category", "per_class_iou",
+      "per_class_iou": [...],             #   "per_class_acc" and any list
+      "_task": "referring",               # optional: the X-SAM task (one of xsam_hf.processing.TASKS); default:
                                           #   the benchmark name if it is a task name, else unspecified
-    "_dataset": "lmms-lab/RefCOCO",       # optional: Hub dataset id or name (default: the benchmark name)
-    "_split": "val"                       # optional: dataset split
+      "_dataset": "refcoco",              # optional: Hub dataset id or name (default: the benchmark name)
+      "_split": "val"                     # optional: dataset split
+    }
   },
-  "_meta": {...}                          # optional: top-level keys starting with "_" are free metadata, ignored
+  "meta": {...}                           # optional: run bookkeeping, not used by the card
 }
 
-Scores are copied unchanged into the card's `model-index` metadata and shown as percentages (x 100, like the paper's
-tables) in the card's results table. NaN scores are left out of the metadata and shown as "-".
+The bare `results` object (benchmark -> entry, top-level keys starting with "_" ignored) is accepted as well, and so
+is a list of documents (one per `xsam eval` run), merged in order; a benchmark may appear only once. Scores are
+copied unchanged into the card's `model-index` metadata and shown as percentages (x 100, like the paper's tables) in
+the card's results table.
 """
 
 # Entries of a benchmark's result object that are bookkeeping, not scores (the evaluation tables' rule).
@@ -110,38 +117,49 @@ CardKind = Literal["model", "converted", "adapter", "checkpoint"]
 
 # ----------------------------------------------------------------------------------------------------------------
 # Evaluation results
-def read_eval_results(source: str | os.PathLike | Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """Read and check `xsam eval`'s JSON (see `EVAL_RESULTS_FORMAT`).
+EvalSource = str | os.PathLike | Mapping[str, Any]
+
+
+def read_eval_results(source: EvalSource | Sequence[EvalSource]) -> dict[str, dict[str, Any]]:
+    """Read and check `xsam eval`'s results (see `EVAL_RESULTS_FORMAT`): a results.json path, a parsed document, or
+    a list of them.
 
     Returns:
         `{benchmark: {"task": str | None, "dataset": str, "split": str | None, "scores": {metric: float}}}` in file
         order, nested groups flattened to `"group/metric"`, bookkeeping entries left out.
 
     Raises:
-        ValueError: when a benchmark is not an object, a score is not a number, or `_task` is not an X-SAM task.
+        ValueError: when a benchmark is not an object, a score is not a number, `_task` is not an X-SAM task, or a
+            benchmark appears in two documents.
     """
-    raw = source if isinstance(source, Mapping) else json.loads(Path(source).read_text())
-    if not isinstance(raw, Mapping):
-        raise ValueError("Evaluation results must be a JSON object of benchmarks.")
+    documents = [source] if isinstance(source, (str, os.PathLike, Mapping)) else list(source)
     results: dict[str, dict[str, Any]] = {}
-    for benchmark, entry in raw.items():
-        if str(benchmark).startswith("_"):
-            continue
-        if not isinstance(entry, Mapping):
-            raise ValueError(f"Benchmark {benchmark!r}: expected an object of metrics, got {type(entry).__name__}.")
-        task = entry.get("_task", benchmark if benchmark in _TASK_TYPES else None)
-        if task is not None and task not in _TASK_TYPES:
-            raise ValueError(f"Benchmark {benchmark!r}: unknown _task {task!r}; one of {sorted(_TASK_TYPES)}.")
-        scores = _flatten_scores(entry, str(benchmark))
-        if not scores:
-            raise ValueError(f"Benchmark {benchmark!r} has no scores.")
-        results[str(benchmark)] = {
-            "task": task,
-            "dataset": str(entry.get("_dataset", benchmark)),
-            "split": entry.get("_split"),
-            "scores": scores,
-        }
+    for document in documents:
+        raw = document if isinstance(document, Mapping) else json.loads(Path(document).read_text())
+        if not isinstance(raw, Mapping):
+            raise ValueError("Evaluation results must be a JSON object.")
+        if isinstance(raw.get("results"), Mapping):  # the results.json envelope of `xsam eval`
+            raw = raw["results"]
+        for benchmark, entry in raw.items():
+            if str(benchmark).startswith("_"):
+                continue
+            if str(benchmark) in results:
+                raise ValueError(f"Benchmark {benchmark!r} appears in more than one results document.")
+            results[str(benchmark)] = _read_benchmark(str(benchmark), entry)
     return results
+
+
+def _read_benchmark(benchmark: str, entry: Any) -> dict[str, Any]:
+    if not isinstance(entry, Mapping):
+        raise ValueError(f"Benchmark {benchmark!r}: expected an object of metrics, got {type(entry).__name__}.")
+    task = entry.get("_task", benchmark if benchmark in _TASK_TYPES else None)
+    if task is not None and task not in _TASK_TYPES:
+        raise ValueError(f"Benchmark {benchmark!r}: unknown _task {task!r}; one of {sorted(_TASK_TYPES)}.")
+    scores = _flatten_scores(entry, benchmark)
+    if not scores:
+        raise ValueError(f"Benchmark {benchmark!r} has no scores.")
+    return {"task": task, "dataset": str(entry.get("_dataset", benchmark)), "split": entry.get("_split"),
+            "scores": scores}
 
 
 def _flatten_scores(entry: Mapping[str, Any], where: str, prefix: str = "") -> dict[str, float]:
@@ -152,6 +170,8 @@ def _flatten_scores(entry: Mapping[str, Any], where: str, prefix: str = "") -> d
             continue
         if isinstance(value, Mapping):
             scores.update(_flatten_scores(value, where, f"{prefix}{name}/"))
+        elif value is None:
+            scores[f"{prefix}{name}"] = math.nan
         elif isinstance(value, Real) and not isinstance(value, bool):
             scores[f"{prefix}{name}"] = float(value)
         else:
@@ -304,7 +324,7 @@ def build_model_card(
     *,
     kind: CardKind = "model",
     stage: str = "s3",
-    eval_results: str | os.PathLike | Mapping[str, Any] | None = None,
+    eval_results: EvalSource | Sequence[EvalSource] | None = None,
     base_model: str | Sequence[str] | None = None,
     tags: Sequence[str] = (),
     model_name: str | None = None,
@@ -465,7 +485,7 @@ def push_model_to_hub(
     repo_id: str,
     processor: Any = None,
     *,
-    eval_results: str | os.PathLike | Mapping[str, Any] | None = None,
+    eval_results: EvalSource | Sequence[EvalSource] | None = None,
     kind: CardKind = "model",
     base_model: str | Sequence[str] | None = None,
     tags: Sequence[str] = (),
@@ -519,7 +539,7 @@ def push_adapter_to_hub(
     processor: Any = None,
     *,
     base_model_id: str | None = None,
-    eval_results: str | os.PathLike | Mapping[str, Any] | None = None,
+    eval_results: EvalSource | Sequence[EvalSource] | None = None,
     tags: Sequence[str] = (),
     private: bool | None = None,
     token: bool | str | None = None,
@@ -570,7 +590,7 @@ def push_checkpoint(
     repo_id: str,
     *,
     processor: Any = None,
-    eval_results: str | os.PathLike | Mapping[str, Any] | None = None,
+    eval_results: EvalSource | Sequence[EvalSource] | None = None,
     base_model_id: str | None = None,
     include_training_state: bool = False,
     kind: CardKind | None = None,
