@@ -190,11 +190,18 @@ def write_interactive(root: Path) -> list[str]:
             "box_visual_prompt_mask": rle_of(box_mask(H, W, max(y0 - 1, 0), max(x0 - 1, 0), y1, x1)),
             "mask_visual_prompt_mask": rle_of(obj),
         })
-    path = write_json(root / "coco_interactive_val_psalm.json", [{
-        "image": "000000000007.jpg",
-        "image_info": {"file_name": "000000000007.jpg", "height": H, "width": W, "id": 7},
-        "anns": annotations,
-    }])
+    # a broken record: its prompt masks were stored at another size than the image, which the processor rejects
+    write_image(root / "val2017" / "000000000008.jpg", H, W, seed=8)
+    wrong_size = rle_of(box_mask(10, 10, 2, 2, 6, 6))
+    broken = {"id": 80, "category_id": 5, "bbox": [0, 0, 4, 4], "iscrowd": 0,
+              "segmentation": rle_of(box_mask(H, W, 0, 0, 4, 4)),
+              **{f"{t}_visual_prompt_mask": wrong_size for t in ("point", "scribble", "box", "mask")}}
+    path = write_json(root / "coco_interactive_val_psalm.json", [
+        {"image": "000000000007.jpg", "anns": annotations,
+         "image_info": {"file_name": "000000000007.jpg", "height": H, "width": W, "id": 7}},
+        {"image": "000000000008.jpg", "anns": [broken],
+         "image_info": {"file_name": "000000000008.jpg", "height": H, "width": W, "id": 8}},
+    ])
     write_json(root / "instances_val2017.json", {"images": [], "annotations": [],
                                                  "categories": [{"id": 5, "name": "airplane"}]})
     return [str(path), str(root / "val2017"), f"categories={root / 'instances_val2017.json'}"]
@@ -342,8 +349,10 @@ def test_cli_referring_with_limit_then_resume(tiny, count_forward, tmp_path, mon
     calls = count_forward()
     assert main([*arguments, "--limit", "1"]) == 0
     assert len(calls) == 1 and sorted(read_lines(tmp_path / "out")) == [0]
+    with open(tmp_path / "out" / "predictions.jsonl", "a") as handle:
+        handle.write('{"index":1,"record_id":"refcoco_unc_val/200","samples":[{"key"')  # killed mid-write
     assert main(arguments) == 0
-    assert len(calls) == 2  # the second run computed image 200 only
+    assert len(calls) == 2  # the second run computed image 200 only, once, and dropped the cut line
     assert "| Model | refcoco_unc_val cIoU | refcoco_unc_val gIoU |" in capsys.readouterr().out
 
     document = json.loads((tmp_path / "out" / "results.json").read_text())
@@ -374,8 +383,11 @@ def test_interactive_reports_each_prompt_type(tiny, count_forward, tmp_path):
     entry = document["results"]["coco_interactive_val_psalm"]
     assert set(entry) == {"point", "scribble", "box", "mask", "_task", "_dataset"}
     assert all(entry[t]["num_samples"] == 2 for t in ("point", "scribble", "box", "mask"))
+    skipped = document["meta"]["skipped"]
+    assert skipped["by_reason"] == {"bad_sample": 1} and skipped["first"][0]["record_id"].endswith("/8")
+    assert "mask prompt has shape (10, 10)" in skipped["first"][0]["error"]
 
-    (line,) = read_lines(tmp_path / "out").values()
+    line, _ = read_lines(tmp_path / "out").values()
     assert [s["key"] for s in line["samples"]] == [f"{a}:{t}" for a in (70, 71)
                                                    for t in ("point", "scribble", "box", "mask")]
     direct = InteractiveIoUAccumulator()
@@ -493,7 +505,8 @@ def test_ground_truth_as_prediction_scores_one_for_referring_reasoning_and_inter
     assert reasoning["long"] == {"cIoU": 1.0, "gIoU": 1.0, "num_samples": 2}
     assert reasoning["overall"]["cIoU"] == 1.0 and reasoning["short"]["num_samples"] == 0
     interactive = perfect_results("interactive", write_interactive(tmp_path / "int"), predict)
-    assert interactive == {t: {"mIoU": 1.0, "cIoU": 1.0, "num_samples": 2} for t in ("point", "scribble", "box",
+    # three annotations per type: the record whose prompts the processor would reject has a good reference
+    assert interactive == {t: {"mIoU": 1.0, "cIoU": 1.0, "num_samples": 3} for t in ("point", "scribble", "box",
                                                                                      "mask")}
 
 
@@ -567,6 +580,26 @@ def test_table2_has_a_row_per_model_and_the_papers_metrics_per_benchmark():
         "| ours | 50.0 | 80.0 | 82.5 | 30.0 | - |",
         "| theirs | - | 70.0 | 75.0 | - | - |",
     ]
+
+
+def test_table_command_combines_runs_of_several_models_and_benchmarks(tmp_path, capsys):
+    for name, model, benchmark, task, scores in (
+            ("a", "ours", "refcoco_val", "referring", {"cIoU": 0.8, "gIoU": 0.9}),
+            ("b", "ours", "coco_panoptic", "panoptic", {"PQ": 0.5}),
+            ("c", "theirs", "coco_panoptic", "panoptic", {"PQ": 0.25})):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps(
+            {"model": model, "results": {benchmark: {**scores, "_task": task}}, "meta": {}}))
+    assert main(["table", str(tmp_path / "a"), str(tmp_path / "b" / "results.json"), str(tmp_path / "c"),
+                 "--output", str(tmp_path / "table.md")]) == 0
+    expected = [
+        "| Model | refcoco_val cIoU | refcoco_val gIoU | coco_panoptic PQ |",
+        "|---|---:|---:|---:|",
+        "| ours | 80.0 | 90.0 | 50.0 |",
+        "| theirs | - | - | 25.0 |",
+    ]
+    assert capsys.readouterr().out.splitlines() == expected
+    assert (tmp_path / "table.md").read_text().splitlines() == expected
 
 
 def test_a_different_configuration_is_not_resumed_into_the_same_folder(tiny, tmp_path):

@@ -73,7 +73,8 @@ metric has no sample)::
     }
 
 ``results.md``: the paper's Table 2 layout (a row per model, a column per benchmark metric, in percent; see
-:func:`table2_markdown`, which also combines several ``results.json``), then every metric of the run.
+:func:`table2_markdown`), then every metric of the run. One run scores one benchmark; the full table of several
+models and benchmarks comes from ``xsam eval table out_*/results.json [--output table.md]``.
 
 Chat benchmarks: only LLaVA-format JSON conversations are scored (normalised exact match, and multiple choice where
 the reference answer is a bare option letter). VLMEvalKit-style benchmarks are out of scope: MME (yes/no pairs with
@@ -89,9 +90,10 @@ import argparse
 import json
 import math
 import os
+import re
 import sys
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,6 +103,7 @@ import torch
 
 from ..default_model import RANDOM_WEIGHTS_NOTICE, load_model
 from ..training.data import CorruptRecordError, ExampleSource
+from .interactive import PROMPT_TYPES
 from .table import format_results_table
 from .tasks import (
     DATA_SPECS,
@@ -119,7 +122,6 @@ CONFIG_FILE = "eval_config.json"
 RESULTS_FILE = "results.json"
 TABLE_FILE = "results.md"
 MAX_LISTED_SKIPS = 20
-PROMPT_TYPES = ("point", "scribble", "box", "mask")
 
 # Table 2 columns: the metrics the paper reports per benchmark, by task ("group/metric" for nested results).
 HEADLINE_METRICS: dict[str, tuple[str, ...]] = {
@@ -174,7 +176,11 @@ class EvalSettings:
 
 
 class PredictionStore:
-    """``predictions.jsonl`` (one finished image per line) with the run's ``eval_config.json`` beside it."""
+    """``predictions.jsonl`` (one finished image per line) with the run's ``eval_config.json`` beside it.
+
+    Only the byte offset of each finished image is kept in memory; lines are read back one at a time when the
+    metrics are folded, so a COCO-size run with every detection's RLE does not have to fit in memory twice.
+    """
 
     def __init__(self, output_dir: Path, config: Mapping[str, Any], overwrite: bool = False) -> None:
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -193,33 +199,79 @@ class PredictionStore:
                     "use another --output, or --overwrite to start again"
                 )
         _write_atomically(config_path, json.dumps(config, indent=2, sort_keys=True))
-        self.lines: dict[int, dict[str, Any]] = {}
+        self.offsets: dict[int, int] = {}
         if self.path.exists():
-            self._read_existing()
-        self._handle = open(self.path, "a", encoding="utf-8")
+            self._scan_existing()
+        self._handle = open(self.path, "ab")
 
-    def _read_existing(self) -> None:
-        kept: list[str] = []
-        for text in self.path.read_text(encoding="utf-8").splitlines():
-            try:
-                line = json.loads(text)
-                index = int(line["index"])
-            except (ValueError, KeyError, TypeError):
-                continue  # a line cut by an interruption: that image is computed again
-            if index not in self.lines:
-                self.lines[index] = line
-                kept.append(text)
-        # rewrite without the broken tail so that appended lines start on a clean line
-        _write_atomically(self.path, "".join(text + "\n" for text in kept))
+    def _scan_existing(self) -> None:
+        offsets: dict[int, int] = {}
+        clean = True
+        with open(self.path, "rb") as handle:
+            position = 0
+            for raw in handle:
+                index = _line_index(raw)
+                if index is None:
+                    clean = False  # a line cut by an interruption: that image is computed again
+                elif index not in offsets:
+                    offsets[index] = position
+                position += len(raw)
+        if not clean:  # rewrite without the broken line so that appended lines start on a clean line
+            with open(self.path, "rb") as handle:
+                kept = [(index, _read_line_at(handle, offset)) for index, offset in sorted(offsets.items(),
+                                                                                         key=lambda kv: kv[1])]
+            partial = self.path.with_name(self.path.name + ".partial")
+            offsets, position = {}, 0
+            with open(partial, "wb") as handle:
+                for index, raw in kept:
+                    offsets[index] = position
+                    handle.write(raw)
+                    position += len(raw)
+            os.replace(partial, self.path)
+        self.offsets = offsets
+
+    def __contains__(self, index: int) -> bool:
+        return index in self.offsets
 
     def append(self, line: dict[str, Any]) -> None:
-        self._handle.write(json.dumps(line, separators=(",", ":")) + "\n")
+        raw = (json.dumps(line, separators=(",", ":")) + "\n").encode("utf-8")
+        offset = self._handle.tell()
+        self._handle.write(raw)
         self._handle.flush()
         os.fsync(self._handle.fileno())
-        self.lines[int(line["index"])] = line
+        self.offsets.setdefault(int(line["index"]), offset)
+
+    def read(self, indices: Sequence[int]) -> Iterator[dict[str, Any]]:
+        """The stored lines of ``indices`` (those finished), in the order given."""
+        self._handle.flush()
+        with open(self.path, "rb") as handle:
+            for index in indices:
+                if index in self.offsets:
+                    yield json.loads(_read_line_at(handle, self.offsets[index]))
 
     def close(self) -> None:
         self._handle.close()
+
+
+_INDEX_PREFIX = re.compile(rb'^\{"index":(\d+),')
+
+
+def _line_index(raw: bytes) -> int | None:
+    """The image index of a complete stored line, without parsing the line (they can hold thousands of RLEs)."""
+    if not raw.endswith(b"\n"):
+        return None  # only the last line can be cut short, and it then lacks its newline
+    match = _INDEX_PREFIX.match(raw)
+    if match is not None:
+        return int(match.group(1))
+    try:
+        return int(json.loads(raw)["index"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def _read_line_at(handle: Any, offset: int) -> bytes:
+    handle.seek(offset)
+    return handle.readline()
 
 
 def _write_atomically(path: Path, text: str) -> None:
@@ -429,18 +481,17 @@ def run_evaluation(model: torch.nn.Module, processor: Any, settings: EvalSetting
     }
     store = PredictionStore(settings.output_dir, config, overwrite=settings.overwrite)
     try:
-        pending = [index for index in range(total) if index not in store.lines]
+        pending = [index for index in range(total) if index not in store]
         progress = tqdm(total=total, initial=total - len(pending), unit="image", desc=f"xsam eval {settings.task}",
                         disable=not settings.progress, dynamic_ncols=True)
         try:
             _evaluate_pending(model, processor, adapter, source, settings, store, pending, progress)
         finally:
             progress.close()
-        lines = [store.lines[index] for index in sorted(store.lines) if index < total]
+        metrics, summary = _fold(adapter, store.read(range(total)))
     finally:
         store.close()
 
-    metrics, summary = _fold(adapter, lines)
     entry = {**_jsonable(metrics), "_task": adapter.card_task, "_dataset": source.name}
     if adapter.split is not None:
         entry["_split"] = adapter.split
@@ -473,7 +524,7 @@ def run_evaluation(model: torch.nn.Module, processor: Any, settings: EvalSetting
     return document
 
 
-def _fold(adapter: TaskAdapter, lines: Sequence[Mapping[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+def _fold(adapter: TaskAdapter, lines: Iterable[Mapping[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Metrics from the stored lines (in image order), and the bookkeeping of the run."""
     fold = adapter.new_metrics()
     by_reason: Counter[str] = Counter()
@@ -587,7 +638,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="xsam eval",
         description="Evaluate an X-SAM model on a benchmark (resumable; see the module docs of "
-                    "xsam_hf.evaluation.runner).",
+                    "xsam_hf.evaluation.runner). `xsam eval table RESULTS_JSON...` combines runs into one table.",
         epilog="--data per task (paths in this order, or NAME=PATH; [..] optional):\n" + data_help,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -621,9 +672,34 @@ def _caption_metrics(text: str) -> tuple[str, ...]:
     return names
 
 
+def table_main(argv: Sequence[str]) -> int:
+    """``xsam eval table RESULTS_JSON... [--output FILE]``: one Table 2 over several runs (models x benchmarks)."""
+    parser = argparse.ArgumentParser(prog="xsam eval table",
+                                     description="Combine results.json files of xsam eval into the paper's Table 2 "
+                                                 "layout: a row per model, a column per benchmark metric.")
+    parser.add_argument("results", nargs="+", type=Path, help="results.json files (or folders holding one)")
+    parser.add_argument("--output", type=Path, default=None, help="write the Markdown table here too")
+    args = parser.parse_args(list(argv))
+    documents = []
+    for path in args.results:
+        path = path / RESULTS_FILE if path.is_dir() else path
+        try:
+            documents.append(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError) as error:
+            parser.error(f"cannot read {path}: {error}")
+    table = table2_markdown(documents)
+    print(table)
+    if args.output is not None:
+        args.output.write_text(table + "\n", encoding="utf-8")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "table":
+        return table_main(argv[1:])
     parser = build_parser()
-    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    args = parser.parse_args(argv)
     try:
         data = parse_data_arguments(args.task, args.data)
         caption_metrics = _caption_metrics(args.caption_metrics)
