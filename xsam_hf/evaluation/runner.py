@@ -67,9 +67,10 @@ metric has no sample)::
         }
       },
       "meta": {"task", "benchmark", "data", "model_source", "random_weights", "thresholds", "prompt", "protocol",
-               "batch_size", "limit", "max_new_tokens", "caption_metrics", "num_images", "num_evaluated_images",
-               "num_samples", "skipped": {"total", "by_reason", "first"}, "dropped_annotations", "loader_skips",
-               "versions", "format_version"}
+               "batch_size", "limit", "max_new_tokens", "caption_metrics", "num_images" (after --limit),
+               "num_images_in_data", "num_evaluated_images", "num_samples",
+               "skipped": {"total", "by_reason", "first"}, "dropped_annotations", "loader_skips", "versions",
+               "format_version"}
     }
 
 ``results.md``: the paper's Table 2 layout (a row per model, a column per benchmark metric, in percent; see
