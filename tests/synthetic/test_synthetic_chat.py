@@ -1,0 +1,85 @@
+"""LLaVA files: every answer is short, exact and recomputed here from the drawn scene."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from xsam_hf.evaluation.conversation import llava_question_answer_pairs, normalize_answer
+from xsam_hf.synthetic.vocabulary import SHAPE_PLURALS
+from xsam_hf.training.data import load_llava
+from xsam_hf.training.data.json_io import load_json
+
+from .conftest import NUM_TRAIN, NUM_VAL
+
+PLURAL_TO_SHAPE = {plural: shape for shape, plural in SHAPE_PLURALS.items()}
+
+
+def _cx(obj):
+    return np.nonzero(obj.mask)[1].mean()
+
+
+def _named(objects, words):
+    """The one object that 'colour shape' or 'shape' names."""
+    *colour, shape = words.split()
+    (obj,) = [o for o in objects if o.shape == shape and (not colour or o.colour == colour[0])]
+    return obj
+
+
+def _answer(question, scene):
+    objects = scene.objects
+    if m := re.fullmatch(r"How many (\w+) (?:are there|can you see)\?", question):
+        word = m.group(1)
+        if word == "objects":
+            return str(len(objects))
+        return str(sum(o.shape == PLURAL_TO_SHAPE[word] for o in objects))
+    if m := re.fullmatch(r"How many (\w+) objects are there\?", question):
+        return str(sum(o.colour == m.group(1) for o in objects))
+    if m := re.fullmatch(r"(?:What colour is|Which colour does) the (\w+)(?: have)?\?", question):
+        if m.group(1) == "sky":
+            return scene.sky_colour
+        return _named(objects, m.group(1)).colour
+    if m := re.fullmatch(r"What shape is the (\w+) object\?", question):
+        (obj,) = [o for o in objects if o.colour == m.group(1)]
+        return obj.shape
+    if m := re.fullmatch(r"What is (left|right) of the ([\w ]+)\?", question):
+        anchor = _named(objects, m.group(2))
+        side = [o for o in objects if o is not anchor and (_cx(o) < _cx(anchor)) == (m.group(1) == "left")]
+        (obj,) = side
+        return f"{obj.colour} {obj.shape}"
+    if m := re.fullmatch(r"Is there a (\w+) (\w+)(?: in the image)?\?", question):
+        return "yes" if any((o.colour, o.shape) == m.groups() for o in objects) else "no"
+    if m := re.fullmatch(r"Is there (\w+) in the image\?", question):
+        return "yes" if m.group(1) in scene.stuff_names else "no"
+    raise AssertionError(f"unknown question {question!r}")
+
+
+def test_chat_answers_are_computable_from_the_scene(world):
+    kinds = set()
+    for split, count in (("train", NUM_TRAIN), ("val", NUM_VAL)):
+        path = world.root / f"chat/llava_qa_{split}.json"
+        examples = list(load_llava(path, world.root / f"images/{split}"))
+        assert len(examples) == count
+        for record, example in zip(load_json(path), examples):
+            scene = world.scene(int(record["image"][:-4]))
+            assert example.image_path == str(world.root / f"images/{split}" / scene.file_name)
+            assert record["conversations"][0]["value"].startswith("<image>\n")
+            pairs = llava_question_answer_pairs(record)
+            assert 3 <= len(pairs) <= 4 and len({q for q, _ in pairs}) == len(pairs)
+            for question, answer in pairs:
+                assert answer == _answer(question, scene), question
+                assert len(answer.split()) <= 2 and normalize_answer(answer) == answer
+                kinds.add(question.split()[0] + " " + question.split()[1])
+    assert len(kinds) >= 5  # counts, colours, shapes, positions, existence
+
+
+def test_caption_chat_is_the_gcg_caption(world):
+    for split in ("train", "val"):
+        records = load_json(world.root / f"chat/llava_caption_{split}.json")
+        assert len(records) == (NUM_TRAIN if split == "train" else NUM_VAL)
+        for record in records:
+            question, answer = llava_question_answer_pairs(record)[0]
+            assert question.endswith((".", "?")) and answer.endswith(".")
+            assert all(o.shape in answer or SHAPE_PLURALS[o.shape] in answer
+                       for o in world.scene(int(record["image"][:-4])).objects)
