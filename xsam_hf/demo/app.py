@@ -327,7 +327,8 @@ def build_app(loaded: LoadedModel, device: str = "cpu") -> gr.Blocks:
             chat_update = shown["conversation"]
             prompt_update = "" if task_value == "conversation" else gr.update()
             count = len(shown["record"]["segments"])
-            status = f"Done: {task_value}, {count} segment{'s' if count != 1 else ''} in {time.monotonic() - started:.1f} s."
+            seconds = time.monotonic() - started
+            status = f"Done: {task_value}, {count} segment{'s' if count != 1 else ''} in {seconds:.1f} s."
             return (shown["overlay"], shown["legend"], shown["caption"], shown["record"], shown["download"],
                     chat_update, chat_update, prompt_update, status)
 

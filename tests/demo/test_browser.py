@@ -1,0 +1,208 @@
+"""The demo page driven in a real headless Chromium (Debian's `chromium`, through Playwright).
+
+Starts the app in this process on a free 127.0.0.1 port with the random tiny model, uploads a photo, runs panoptic,
+referring (after a missing-prompt mistake) and interactive with a click, and checks what a person would see: the
+result image with its legend, the readable error, the clicked point at the right original-image pixel in the
+downloaded JSON, and that neither the browser nor the server contacted anything but 127.0.0.1.
+
+Not skipped when the browser is missing: it fails and says how to install it (`.ci/install-browser`).
+"""
+
+import socket
+import urllib.parse
+from pathlib import Path
+
+import pytest
+import skimage.data
+from PIL import Image
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+    "--disable-sync", "--no-first-run",
+]
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+RUN_TIMEOUT_MS = 60_000  # one tiny-model request on a loaded 2-core machine takes up to ~15 s
+
+
+def _require_browser_stack():
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: run .ci/install-browser (installs Debian's chromium) to run the demo's "
+                    "browser test.", pytrace=False)
+    try:
+        import gradio  # noqa: F401
+        import playwright.sync_api  # noqa: F401
+    except ImportError as error:
+        pytest.fail(f"The demo's browser test needs Gradio and Playwright ({error}): pip install -e '.[demo,test]' "
+                    "(never `playwright install`: the test uses /usr/bin/chromium).", pytrace=False)
+
+
+class OutboundConnections:
+    """Records every socket connection and name lookup this process makes to something other than loopback."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.attempts: list[str] = []
+        original_connect, original_connect_ex = socket.socket.connect, socket.socket.connect_ex
+        original_getaddrinfo = socket.getaddrinfo
+
+        def note(address) -> None:
+            if isinstance(address, tuple) and address and str(address[0]) not in LOOPBACK:
+                self.attempts.append(f"connect {address}")
+
+        def connect(sock, address):
+            note(address)
+            return original_connect(sock, address)
+
+        def connect_ex(sock, address):
+            note(address)
+            return original_connect_ex(sock, address)
+
+        def getaddrinfo(host, *args, **kwargs):
+            if host not in LOOPBACK and host not in (None, "", b""):
+                self.attempts.append(f"lookup {host!r}")
+            return original_getaddrinfo(host, *args, **kwargs)
+
+        monkeypatch.setattr(socket.socket, "connect", connect)
+        monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
+        monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def served_demo(random_tiny, monkeypatch):
+    """The demo on http://127.0.0.1:PORT/, and the recorder of the server process's own outbound connections."""
+    _require_browser_stack()
+    outbound = OutboundConnections(monkeypatch)
+    from xsam_hf.demo.app import build_app, launch
+
+    app = build_app(random_tiny)
+    port = _free_port()
+    launch(app, "127.0.0.1", port, block=False)
+    yield f"http://127.0.0.1:{port}/", outbound
+    app.close()
+
+
+def _download_href(page) -> str | None:
+    link = page.locator("#download a")
+    return link.first.get_attribute("href") if link.count() else None
+
+
+def _run_and_read_json(page) -> dict:
+    """Press Run, wait for a new downloadable JSON, fetch it as the person downloading it would."""
+    before = _download_href(page)
+    page.locator("#run").click()
+    page.wait_for_function(
+        "(before) => { const a = document.querySelector('#download a'); return a !== null && a.href !== before; }",
+        arg=before, timeout=RUN_TIMEOUT_MS,
+    )
+    response = page.request.get(_download_href(page))
+    assert response.ok, response.status
+    return response.json()
+
+
+def _result_image_size(page) -> tuple[int, int]:
+    overlay = page.locator("#overlay img")
+    overlay.wait_for(state="visible")
+    page.wait_for_function("() => { const i = document.querySelector('#overlay img'); return i && i.complete "
+                           "&& i.naturalWidth > 0; }")
+    return tuple(overlay.evaluate("image => [image.naturalWidth, image.naturalHeight]"))
+
+
+def _legend_labels(page) -> list[str]:
+    return [item.inner_text().strip() for item in page.locator("#legend li").all()]
+
+
+def test_every_path_in_a_real_browser(served_demo, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    url, server_outbound = served_demo
+    photo = Image.fromarray(skimage.data.coffee())  # 600 x 400
+    photo_path = tmp_path / "coffee.png"
+    photo.save(photo_path)
+    screenshot_path = tmp_path / "demo.png"
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1300})
+            requested: list[str] = []
+            page.on("request", lambda request: requested.append(request.url))
+            page.on("websocket", lambda websocket: requested.append(websocket.url))
+            page.set_default_timeout(30_000)
+            page.goto(url)
+            expect(page.locator("#random-weights-notice")).to_contain_text("RANDOM weights")
+
+            page.locator("#input-image input[type=file]").set_input_files(str(photo_path))
+            page.locator("#input-image img").wait_for(state="visible")
+
+            # Panoptic (the default task), threshold 0 so random weights still give segments to list.
+            page.locator("#classes textarea, #classes input").first.fill("cup, saucer, table")
+            page.locator("#stuff textarea, #stuff input").first.fill("table")
+            threshold_box = page.locator("#threshold input[type=number]")
+            threshold_box.fill("0")
+            threshold_box.press("Enter")
+            panoptic = _run_and_read_json(page)
+            assert panoptic["task"] == "panoptic" and panoptic["image_size"] == [400, 600]
+            assert panoptic["request"]["classes"] == ["cup", "saucer", "table"]
+            assert panoptic["segments"], "threshold 0 must leave at least one segment"
+            width, height = _result_image_size(page)
+            assert width == 600 and height > 400  # the overlay plus its legend strip underneath
+            labels = _legend_labels(page)
+            assert len(labels) == len(panoptic["segments"])
+            assert all(label.split()[0] in {"cup", "saucer", "table"} for label in labels), labels
+            expect(page.locator("#status")).to_contain_text("Done: panoptic")
+
+            # Referring: first the mistake (no expression) shows a readable message, not a traceback.
+            page.get_by_label("Referring", exact=True).check()
+            prompt_box = page.locator("#prompt textarea")
+            prompt_box.wait_for(state="visible")
+            page.locator("#run").click()
+            expect(page.locator("#status")).to_contain_text("Cannot run: The referring task needs prompt")
+            assert "Traceback" not in page.content()
+            prompt_box.fill("the cup")
+            referring = _run_and_read_json(page)
+            assert referring["request"]["prompt"] == "the cup"
+            assert [segment["label"] for segment in referring["segments"]] == ["the cup"]
+            assert _legend_labels(page) and _legend_labels(page)[0].startswith("the cup")
+
+            # Interactive: one click at a known on-screen position, mapped to original-image pixels.
+            page.get_by_label("Interactive", exact=True).check()
+            page.locator("#click-mode").wait_for(state="visible")
+            shown = page.locator("#input-image img")
+            box = shown.bounding_box()
+            natural_width, natural_height = shown.evaluate("image => [image.naturalWidth, image.naturalHeight]")
+            assert (natural_width, natural_height) == (600, 400)
+            # The image is fitted into its box keeping its aspect ratio (contain), centred.
+            scale = min(box["width"] / natural_width, box["height"] / natural_height)
+            left = box["x"] + (box["width"] - natural_width * scale) / 2
+            top = box["y"] + (box["height"] - natural_height * scale) / 2
+            click_x, click_y = int(left + 0.72 * natural_width * scale), int(top + 0.31 * natural_height * scale)
+            page.mouse.click(click_x, click_y)
+            expected = ((click_x - left) / scale, (click_y - top) / scale)
+            expect(page.locator("#clicks-summary")).to_contain_text("point (")
+            interactive = _run_and_read_json(page)
+            (point,) = interactive["request"]["points"]
+            assert abs(point[0] - expected[0]) <= 1.0 and abs(point[1] - expected[1]) <= 1.0, (point, expected)
+            assert interactive["request"]["prompts_on"] == "image"
+            assert f"point ({point[0]:.0f}, {point[1]:.0f})" in page.locator("#clicks-summary").inner_text()
+            width, height = _result_image_size(page)
+            assert width == 600 and height >= 400
+
+            page.screenshot(path=str(screenshot_path), full_page=True)
+        finally:
+            browser.close()
+
+    off_machine = [
+        address for address in requested
+        if urllib.parse.urlsplit(address).scheme in ("http", "https", "ws", "wss")
+        and urllib.parse.urlsplit(address).hostname not in LOOPBACK
+    ]
+    assert requested and not off_machine, f"the page requested outside 127.0.0.1: {off_machine}"
+    assert not server_outbound.attempts, f"the demo server reached out: {server_outbound.attempts}"
+    assert screenshot_path.stat().st_size > 10_000
+    print(f"screenshot: {screenshot_path}")
