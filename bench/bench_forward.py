@@ -15,9 +15,11 @@ On the same inputs, interleaved run by run in one process, the script times:
   the connector, region sampling, instance gathering + class head.
 It prints medians, the ratio model / sum(components) (target <= 1.10), and where the rest goes.
 
-Measured (2-core Intel Xeon CPU, no GPU, torch 2.13 CPU, fp32, 2 threads, 10 runs, other jobs sharing the machine):
-see `bench/README.md` for the table. The ratio is not 1.0 because the projectors and the connector are X-SAM's own
-layers, not free glue; merging, region sampling and the class head are each under 1 % of the forward.
+Measured (2-core Intel Xeon CPU, no GPU, torch 2.13 CPU, fp32, 2 threads, `--runs 10 --clock cpu` because other
+jobs shared the machine): forward 14.7 s, components 13.7 s, ratio 1.073; projectors + connector 6.7 %, merging,
+region sampling, instance gathering and class head 1.0 % together; table in `bench/README.md`. The ratio is not
+1.0 because the projectors and the connector are X-SAM's own layers, whose cost stays while the transformers here
+have 2 layers.
 
 On a GPU, the released-size model (`--device cuda --dtype bfloat16 --preset x-sam-phi3-mini`) is built on the meta
 device and materialised on the GPU (random weights), then also timed per task (generic segmentation, referring,
