@@ -47,8 +47,9 @@ def write_coco_panoptic(root: Path, images: int = 4) -> dict[str, str]:
             {"id": 1001, "category_id": 1, "iscrowd": 0}, {"id": 2002, "category_id": 184, "iscrowd": 0}]})
     write_json(root / "annotations" / "panoptic_train2017.json",
                {"images": records, "annotations": annotations, "categories": CATEGORIES})
-    return {"format": "coco_panoptic", "source": "coco_panoptic", "panoptic_json": "annotations/panoptic_train2017.json",
-            "panoptic_png_dir": "panoptic_train2017", "image_dir": "train2017"}
+    return {"format": "coco_panoptic", "source": "coco_panoptic",
+            "panoptic_json": "annotations/panoptic_train2017.json", "panoptic_png_dir": "panoptic_train2017",
+            "image_dir": "train2017"}
 
 
 def write_coco_instances(root: Path, images: int = 4, name: str = "instances.json") -> Path:
@@ -107,7 +108,8 @@ def write_reasonseg(root: Path) -> dict[str, str]:
             "text": [f"what is used for sitting {i}?"], "is_sentence": True,
             "shapes": [{"label": "target", "points": [[2, 2], [12, 2], [12, 10], [2, 10]], "shape_type": "polygon"}],
         })
-    write_json(root / "lisa" / "explanatory" / "train.json", [{"image": "img0.jpg", "outputs": "A chair is for sitting."}])
+    write_json(root / "lisa" / "explanatory" / "train.json",
+               [{"image": "img0.jpg", "outputs": "A chair is for sitting."}])
     return {"format": "reasonseg", "source": "reasonseg", "split_dir": "lisa/train",
             "explanatory_json": "lisa/explanatory/train.json"}
 
@@ -182,34 +184,29 @@ def tiny_recipe(stage: str, root: Path, output_dir: Path, sources: list[dict[str
 
 
 @pytest.fixture(scope="session")
-def data_root(tmp_path_factory) -> Path:
-    """One folder with a tiny data set of every official training format."""
+def written_data(tmp_path_factory) -> tuple[Path, dict[str, dict[str, str]]]:
+    """One folder with a tiny data set of every official training format, and its recipe source entries by task."""
     root = tmp_path_factory.mktemp("xsam_training_data")
-    write_coco_panoptic(root)
     write_coco_instances(root)
-    write_refcoco(root)
-    write_reasonseg(root)
-    write_grandf(root)
-    write_vgd(root)
-    write_llava(root)
-    return root
+    specs = {
+        "genseg": write_coco_panoptic(root),
+        "instances": {"format": "coco_instances", "source": "my_coco", "annotations": "annotations/instances.json",
+                      "image_dir": "images"},
+        "refseg": write_refcoco(root),
+        "reaseg": write_reasonseg(root),
+        "gcgseg": write_grandf(root),
+        "vgdseg": write_vgd(root),
+        "chat": write_llava(root),
+    }
+    return root, specs
 
 
 @pytest.fixture(scope="session")
-def sources() -> dict[str, dict[str, str]]:
-    """Recipe source entries of `data_root`, by task."""
-    return {
-        "genseg": {"format": "coco_panoptic", "source": "coco_panoptic",
-                   "panoptic_json": "annotations/panoptic_train2017.json",
-                   "panoptic_png_dir": "panoptic_train2017", "image_dir": "train2017"},
-        "instances": {"format": "coco_instances", "source": "my_coco", "annotations": "annotations/instances.json",
-                      "image_dir": "images"},
-        "refseg": {"format": "refcoco", "source": "refcoco", "dataset_dir": "refcoco", "image_dir": "train2014"},
-        "reaseg": {"format": "reasonseg", "source": "reasonseg", "split_dir": "lisa/train",
-                   "explanatory_json": "lisa/explanatory/train.json"},
-        "gcgseg": {"format": "gcg", "source": "grandf_gcg", "json_path": "GranDf_HA_GCG_train.json",
-                   "image_dir": "gcg_images"},
-        "vgdseg": {"format": "coco_vgd", "source": "coco_vgd", "json_path": "vgd/coco_vgd_train.json",
-                   "image_dir": "images", "generate_from": "annotations/instances_vgd.json"},
-        "chat": {"format": "llava", "source": "llava", "json_path": "llava.json", "image_dir": "llava_images"},
-    }
+def data_root(written_data) -> Path:
+    return written_data[0]
+
+
+@pytest.fixture(scope="session")
+def sources(written_data) -> dict[str, dict[str, str]]:
+    """Recipe source entries of `data_root`, by task (copies: tests may edit them)."""
+    return {task: dict(spec) for task, spec in written_data[1].items()}

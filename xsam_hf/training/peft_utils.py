@@ -26,7 +26,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-LORA_TARGET_MODULES = r"(.*\.)?language_model\.model\.layers\.\d+\.(self_attn\.(qkv_proj|o_proj)|mlp\.(gate_up_proj|down_proj))"
+LORA_TARGET_MODULES = (
+    r"(.*\.)?language_model\.model\.layers\.\d+\.(self_attn\.(qkv_proj|o_proj)|mlp\.(gate_up_proj|down_proj))"
+)
 """LoRA targets: the LLM decoder layers' attention and MLP projections (Phi-3 names; peft full-matches the regex)."""
 
 DEFAULT_MODULES_TO_SAVE: tuple[str, ...] = (

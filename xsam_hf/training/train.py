@@ -70,6 +70,12 @@ def _recipe_path(name: str | os.PathLike) -> Path:
     raise FileNotFoundError(f"No recipe {name!r}: not a file, nor one of the built-in recipes {builtin_recipes()}.")
 
 
+def _packaged_file(name: str) -> str:
+    """Path of a file shipped in the recipes folder (e.g. `deepspeed_zero2.json`); `name` unchanged if absent."""
+    packaged = resources.files(CONFIG_PACKAGE).joinpath(CONFIG_FOLDER, name)
+    return str(packaged) if packaged.is_file() else name
+
+
 def _deep_merge(base: dict, update: Mapping) -> dict:
     merged = copy.deepcopy(base)
     for key, value in update.items():
@@ -296,8 +302,9 @@ def build_processor(recipe: Mapping[str, Any]):
     if "pad_to_square" in spec:
         kwargs["pad_to_square"] = bool(spec["pad_to_square"])
     pretrained = spec.get("pretrained")
-    if not pretrained and model_spec.get("pretrained") and Path(model_spec["pretrained"], "processor_config.json").is_file():
-        pretrained = model_spec["pretrained"]  # a saved X-SAM folder usually holds its processor too
+    model_dir = model_spec.get("pretrained")
+    if not pretrained and model_dir and Path(model_dir, "processor_config.json").is_file():
+        pretrained = model_dir  # a saved X-SAM folder usually holds its processor too
     if pretrained:
         processor = XSamProcessor.from_pretrained(pretrained)
         if kwargs:
@@ -324,6 +331,10 @@ def build_training_arguments(recipe: Mapping[str, Any]):
         values["bf16"] = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     if values.get("activation_checkpointing"):
         values.setdefault("activation_checkpointing_kwargs", {"use_reentrant": False})
+    for key in ("deepspeed", "fsdp_config"):
+        # The shipped deepspeed_zero2.json / fsdp.json can be named without their package path.
+        if isinstance(values.get(key), str) and not Path(values[key]).exists():
+            values[key] = _packaged_file(values[key])
     if _distributed() and not torch.cuda.is_available():
         # DDP on CPU: gloo is the only backend (torchrun / accelerate launch --multi_gpu set the environment).
         values.setdefault("use_cpu", True)

@@ -20,9 +20,9 @@ reduced over processes with the same weights as the optimised loss (so `lm_loss`
 global batch), plus `skipped_samples`: the running count of unreadable or unusable samples, over all processes and
 data-loader workers.
 
-Batches. A training set with several sources (`BalancedConcatDataset`) is read with the data layer's
-`SourceGroupedBatchSampler`, so every global batch comes from one data set (one task); the trainer hands each
-process its micro-batches through accelerate, which also skips batches exactly when a run resumes.
+Batches. A `BalancedConcatDataset` (one or several sources) is read with the data layer's `SourceGroupedBatchSampler`,
+so every global batch comes from one data set (one task); the trainer hands each process its micro-batches through
+accelerate, which also skips batches exactly when a run resumes.
 
 Optimizer. Parameter groups per (module learning-rate multiplier, weight decay or not), see `stages.parameter_groups`;
 an optional step schedule (`lr_milestones`, S1's x0.1 at epochs 24 and 30 of 36) replaces the Trainer's schedule.
@@ -109,13 +109,16 @@ class XSamTrainer(Trainer):
         self.add_callback(_EpochSync(self))
 
     # ------------------------------------------------------------------------------------------------------------
-    def _x(self, name: str, default: Any) -> Any:
+    def _option(self, name: str, default: Any) -> Any:
+        """An `XSamTrainingArguments` option, or its default when plain `TrainingArguments` were given."""
         return getattr(self.args, name, default)
 
     def get_train_dataloader(self) -> DataLoader:
         dataset = self.train_dataset
-        if not (self._x("group_by_source", True) and hasattr(dataset, "lengths") and len(dataset.lengths) > 1):
+        if not (self._option("group_by_source", True) and hasattr(dataset, "lengths")):
             return super().get_train_dataloader()
+        # Also for a single source: the global batches are then the same for any number of processes, which keeps
+        # runs comparable across process counts and makes a resumed run replay the exact batches.
         # rank=None: the sampler yields every process's micro-batch of a step in rank order, and accelerate deals
         # batch k to process k % W, so each process gets the micro-batch the sampler meant for it.
         self._train_batch_sampler = SourceGroupedBatchSampler(
@@ -124,7 +127,7 @@ class XSamTrainer(Trainer):
             world_size=self.args.world_size,
             rank=None,
             seed=self.args.data_seed if self.args.data_seed is not None else self.args.seed,
-            mega_batch_mult=self._x("source_mega_batch_mult", 1),
+            mega_batch_mult=self._option("source_mega_batch_mult", 1),
         )
         loader = DataLoader(
             dataset,
@@ -145,7 +148,7 @@ class XSamTrainer(Trainer):
                 opt_model,
                 self.args.learning_rate,
                 self.args.weight_decay,
-                self._x("module_lr_multipliers", ENCODER_LR_MULTIPLIERS),
+                self._option("module_lr_multipliers", ENCODER_LR_MULTIPLIERS),
                 no_decay_parameter_names(opt_model),
             )
             if not groups:
@@ -159,14 +162,14 @@ class XSamTrainer(Trainer):
         return self.optimizer
 
     def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None):
-        milestones = self._x("lr_milestones", None)
+        milestones = self._option("lr_milestones", None)
         if not milestones:
             return super().create_scheduler(num_training_steps, optimizer)
         if self.lr_scheduler is None:
             optimizer = self.optimizer if optimizer is None else optimizer
             warmup = self.args.get_warmup_steps(num_training_steps)
             boundaries = sorted(int(round(m * num_training_steps)) for m in milestones)
-            gamma = self._x("lr_milestone_gamma", 0.1)
+            gamma = self._option("lr_milestone_gamma", 0.1)
 
             def factor(step: int) -> float:
                 # Linear warm-up from 0, then x gamma at every milestone passed (MultiStepLR).
