@@ -123,6 +123,8 @@ def scene_rng(seed: int, split: str, index: int, stream: int = 0) -> np.random.G
 # ---- shape masks ------------------------------------------------------------------------------------------------
 _YY, _XX = np.mgrid[0:CANVAS_SIZE, 0:CANVAS_SIZE]
 _PIXEL_Y, _PIXEL_X = _YY + 0.5, _XX + 0.5  # pixel centres
+_ROWS = _YY.astype(np.float32)
+_RIPPLE_BASE = (2 * np.pi * _YY / 5.0 + 0.6 * np.sin(_XX / 9.0)).astype(np.float32)  # water ripples before the phase
 
 
 def _polygon_mask(vertices: list[tuple[float, float]]) -> np.ndarray:
@@ -206,21 +208,18 @@ def _smooth_noise(rng: np.random.Generator, cells: int) -> np.ndarray:
 
 def _stuff_pixels(rng: np.random.Generator, labels: np.ndarray, sky_colour: str | None) -> np.ndarray:
     size = CANVAS_SIZE
-    image = np.zeros((size, size, 3), dtype=np.float32)
     # sky: lighter towards the horizon, with soft clouds
     sky = np.asarray(SKY_COLOURS[sky_colour] if sky_colour else (0, 0, 0), dtype=np.float32)
-    sky_pixels = sky[None, None, :] * (0.9 + 0.12 * (_YY / size))[..., None] + 10 * _smooth_noise(rng, 6)[..., None]
+    sky_pixels = sky * (0.9 + 0.12 * (_ROWS / size))[..., None] + 10 * _smooth_noise(rng, 6)[..., None]
     # ground: blotchy earth
     ground = np.asarray(GROUND_COLOURS[int(rng.integers(len(GROUND_COLOURS)))], dtype=np.float32)
-    ground_pixels = ground[None, None, :] + 16 * _smooth_noise(rng, 12)[..., None]
+    ground_pixels = ground + 16 * _smooth_noise(rng, 12)[..., None]
     # water: horizontal ripples
-    phase = rng.uniform(0, 2 * np.pi)
-    ripples = np.sin(2 * np.pi * _YY / 5.0 + 0.6 * np.sin(_XX / 9.0) + phase)
-    water_pixels = np.asarray(WATER_COLOUR, dtype=np.float32)[None, None, :] + 14 * ripples[..., None]
-    for name, pixels in (("sky", sky_pixels), ("ground", ground_pixels), ("water", water_pixels)):
-        where = labels == STUFF.index(name)
-        image[where] = pixels[where]
-    return image
+    phase = np.float32(rng.uniform(0, 2 * np.pi))
+    ripples = np.sin(_RIPPLE_BASE + phase)
+    water_pixels = np.asarray(WATER_COLOUR, dtype=np.float32) + 14 * ripples[..., None]
+    layers = [labels[..., None] == STUFF.index(name) for name in ("sky", "ground", "water")]
+    return np.select(layers, [sky_pixels, ground_pixels, water_pixels]).astype(np.float32)
 
 
 # ---- objects -------------------------------------------------------------------------------------------------

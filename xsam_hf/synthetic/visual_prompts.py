@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from ..training.data.visual_prompt_generation import (POINT_RADIUS, POINT_TRIES, SCRIBBLE_BOX_TRIES,
-                                                      SCRIBBLE_RADIUS, box_prompt, connected_components, disc,
+from ..training.data.visual_prompt_generation import (MIN_COMPONENT_AREA, POINT_RADIUS, POINT_TRIES,
+                                                      SCRIBBLE_BOX_TRIES, SCRIBBLE_RADIUS, box_prompt, disc,
                                                       mask_prompt)
 
 _STENCILS: dict[int, np.ndarray] = {}
@@ -33,6 +33,19 @@ def stamp(shape: tuple[int, int], ys: np.ndarray, xs: np.ndarray, radius: int) -
     return padded[radius:radius + height, radius:radius + width]
 
 
+def connected_components(mask: np.ndarray) -> list[np.ndarray]:
+    """The official components (8-connected, more than 5 pixels, in label order), areas counted with bincount."""
+    labels, count = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
+    areas = np.bincount(labels.ravel(), minlength=count + 1)
+    return [labels == k for k in range(1, count + 1) if areas[k] > MIN_COMPONENT_AREA]
+
+
+def _centre(component: np.ndarray) -> tuple[float, float]:
+    """(y, x) centre of mass; the same float64 values as ``ndimage.center_of_mass`` (exact integer sums / count)."""
+    ys, xs = np.nonzero(component)
+    return float(ys.sum() / len(ys)), float(xs.sum() / len(xs))
+
+
 def _bbox(component: np.ndarray) -> tuple[int, int, int, int]:
     ys, xs = np.nonzero(component)
     return int(ys.min()), int(xs.min()), int(ys.max()) + 1, int(xs.max()) + 1
@@ -47,7 +60,7 @@ def _box_iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
 
 
 def _click(component: np.ndarray, rng: np.random.Generator) -> tuple[int, int]:
-    cy, cx = ndimage.center_of_mass(component)
+    cy, cx = _centre(component)
     y0, x0, y1, x1 = _bbox(component)
     max_radius = 0.5 * min(y1 - y0, x1 - x0)
     height, width = component.shape
@@ -62,7 +75,7 @@ def _click(component: np.ndarray, rng: np.random.Generator) -> tuple[int, int]:
 
 
 def _scribble_line(component: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    cy, cx = ndimage.center_of_mass(component)
+    cy, cx = _centre(component)
     y0, x0, y1, x1 = _bbox(component)
     bbox = (float(y0), float(x0), float(y1), float(x1))
     box = bbox
