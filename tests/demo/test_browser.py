@@ -1,13 +1,15 @@
 """The demo page driven in a real headless Chromium (Debian's `chromium`, through Playwright).
 
 Starts the app in this process on a free 127.0.0.1 port with the random tiny model, uploads a photo, runs panoptic,
-referring (after a missing-prompt mistake) and interactive with a click, and checks what a person would see: the
-result image with its legend, the readable error, the clicked point at the right original-image pixel in the
-downloaded JSON, and that neither the browser nor the server contacted anything but 127.0.0.1.
+referring (after a missing-prompt mistake), interactive with a click and interactive with a painted stroke, and
+checks what a person would see: the result image with its legend, the readable error, the clicked point and the
+stroke at the right original-image pixels in the downloaded JSON, and that neither the browser nor the server
+contacted anything but 127.0.0.1. Saves a full-page screenshot (demo.png in the test's tmp dir).
 
 Not skipped when the browser is missing: it fails and says how to install it (`.ci/install-browser`).
 """
 
+import contextlib
 import socket
 import urllib.parse
 from pathlib import Path
@@ -73,18 +75,19 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.fixture
-def served_demo(random_tiny, monkeypatch):
+@contextlib.contextmanager
+def serving_demo(loaded, monkeypatch: pytest.MonkeyPatch):
     """The demo on http://127.0.0.1:PORT/, and the recorder of the server process's own outbound connections."""
-    _require_browser_stack()
     outbound = OutboundConnections(monkeypatch)
     from xsam_hf.demo.app import build_app, launch
 
-    app = build_app(random_tiny)
+    app = build_app(loaded)
     port = _free_port()
     launch(app, "127.0.0.1", port, block=False)
-    yield f"http://127.0.0.1:{port}/", outbound
-    app.close()
+    try:
+        yield f"http://127.0.0.1:{port}/", outbound
+    finally:
+        app.close()
 
 
 def _download_href(page) -> str | None:
@@ -117,16 +120,16 @@ def _legend_labels(page) -> list[str]:
     return [item.inner_text().strip() for item in page.locator("#legend li").all()]
 
 
-def test_every_path_in_a_real_browser(served_demo, tmp_path):
+def test_every_path_in_a_real_browser(random_tiny, monkeypatch, tmp_path):
+    _require_browser_stack()  # in the test, not a fixture: a missing browser is a FAILED test, not a setup error
     from playwright.sync_api import expect, sync_playwright
 
-    url, server_outbound = served_demo
     photo = Image.fromarray(skimage.data.coffee())  # 600 x 400
     photo_path = tmp_path / "coffee.png"
     photo.save(photo_path)
     screenshot_path = tmp_path / "demo.png"
 
-    with sync_playwright() as playwright:
+    with serving_demo(random_tiny, monkeypatch) as (url, server_outbound), sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1300})
@@ -192,6 +195,29 @@ def test_every_path_in_a_real_browser(served_demo, tmp_path):
             assert f"point ({point[0]:.0f}, {point[1]:.0f})" in page.locator("#clicks-summary").inner_text()
             width, height = _result_image_size(page)
             assert width == 600 and height >= 400
+
+            # Interactive with a painted stroke instead: the brush layer comes back as one scribble on the image.
+            page.locator("#clear-prompts").click()
+            expect(page.locator("#clicks-summary")).to_contain_text("No clicked prompts yet")
+            page.get_by_text("Paint scribbles or masks").click()
+            canvas = page.locator("#painting canvas").first
+            canvas.wait_for(state="visible")
+            page.wait_for_timeout(500)  # the editor lays its background image out after becoming visible
+            area = canvas.bounding_box()
+            centre_x, centre_y = area["x"] + area["width"] / 2, area["y"] + area["height"] / 2
+            page.mouse.move(centre_x - 60, centre_y - 10, steps=8)  # hover in first, as a hand would
+            page.mouse.down()
+            for step in range(1, 13):
+                page.mouse.move(centre_x - 60 + 10 * step, centre_y - 10 + 2 * step)
+            page.mouse.up()
+            painted = _run_and_read_json(page)
+            assert painted["request"]["points"] == [] and len(painted["request"]["scribbles"]) == 1
+            xs, ys = zip(*painted["request"]["scribbles"][0])
+            # The editor shows the whole image centred at some zoom z: the stroke, centred 2 css px below the canvas
+            # centre, has its centre line about the image centre (300, 200 + 2 / z); its ends lose the brush radius.
+            middle_x, middle_y = (min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2
+            assert abs(middle_x - 300) <= 8 and abs(middle_y - 203) <= 8, (middle_x, middle_y)
+            assert max(xs) - min(xs) > 100, (min(xs), max(xs))
 
             page.screenshot(path=str(screenshot_path), full_page=True)
         finally:
