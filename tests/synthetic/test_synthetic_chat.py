@@ -48,8 +48,10 @@ def _answer(question, scene):
         side = [o for o in objects if o is not anchor and (_cx(o) < _cx(anchor)) == (m.group(1) == "left")]
         (obj,) = side
         return f"{obj.colour} {obj.shape}"
-    if m := re.fullmatch(r"Is there a (\w+) (\w+)(?: in the image)?\?", question):
-        return "yes" if any((o.colour, o.shape) == m.groups() for o in objects) else "no"
+    if m := re.fullmatch(r"Is there (a|an) (\w+) (\w+)(?: in the image)?\?", question):
+        article, colour, shape = m.groups()
+        assert article == ("an" if colour == "orange" else "a")
+        return "yes" if any((o.colour, o.shape) == (colour, shape) for o in objects) else "no"
     if m := re.fullmatch(r"Is there (\w+) in the image\?", question):
         return "yes" if m.group(1) in scene.stuff_names else "no"
     raise AssertionError(f"unknown question {question!r}")

@@ -304,12 +304,15 @@ class GroundedPhrase:
     members: tuple[SceneObject | StuffRegion, ...]
 
 
+def _article(next_word: str) -> str:
+    return "an" if next_word[0] in "aeiou" else "a"
+
+
 def _object_phrase(attributes: tuple[str, str, str], count: int) -> str:
     size, colour, shape = attributes
     if count > 1:
         return f"{NUMBER_WORDS[count]} {size} {colour} {SHAPE_PLURALS[shape]}"
-    article = "an" if size[0] in "aeiou" else "a"
-    return f"{article} {size} {colour} {shape}"
+    return f"{_article(size)} {size} {colour} {shape}"
 
 
 def _join(parts: list[str]) -> str:
@@ -392,11 +395,11 @@ def chat_turns(scene: Scene, rng: np.random.Generator) -> list[ChatTurn]:
     present = {(o.colour, o.shape) for o in objects}
     if present and rng.random() < 0.5:
         colour, shape = sorted(present)[int(rng.integers(len(present)))]
-        add("exists", "yes", colour=colour, shape=shape)
+        add("exists", "yes", article=_article(colour), colour=colour, shape=shape)
     else:
         absent = [pair for pair in itertools.product(COLOURS, SHAPES) if pair not in present]
         colour, shape = absent[int(rng.integers(len(absent)))]
-        add("exists", "no", colour=colour, shape=shape)
+        add("exists", "no", article=_article(colour), colour=colour, shape=shape)
     stuff = str(rng.choice(STUFF[1:]))  # "Is there water / ground"; the sky question is asked as its colour
     add("exists_stuff", "yes" if stuff in scene.stuff_names else "no", stuff=stuff)
     if scene.sky_colour is not None:

@@ -110,7 +110,7 @@ REFERRING_NOUN = "object"  # the head noun when an expression does not name the 
 CAPTION_TEMPLATES: tuple[str, ...] = (
     "{objects} in front of {stuff}.",
     "A picture of {objects} with {stuff}.",
-    "There are {objects} and {stuff}.",
+    "The scene shows {objects}, with {stuff}.",
 )
 PRETRAIN_QUESTIONS: tuple[str, ...] = ("Describe the image briefly.", "What is in this picture?",
                                        "Give a short description of the image.")
@@ -122,7 +122,7 @@ CHAT_QUESTIONS: dict[str, tuple[str, ...]] = {
     "colour_shape": ("What shape is the {colour} object?",),
     "left_of": ("What is left of the {anchor}?",),
     "right_of": ("What is right of the {anchor}?",),
-    "exists": ("Is there a {colour} {shape}?", "Is there a {colour} {shape} in the image?"),
+    "exists": ("Is there {article} {colour} {shape}?", "Is there {article} {colour} {shape} in the image?"),
     "exists_stuff": ("Is there {stuff} in the image?",),
     "sky_colour": ("What colour is the sky?",),
 }
