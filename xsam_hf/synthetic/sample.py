@@ -1,8 +1,8 @@
 """The sample image of the world shipped with the package (``xsam_hf/assets/samples/synthetic_world.png``).
 
-It is validation scene 46 of seed 0 (sky, ground and water; two red stars, one partly hidden behind the other, so
-referring to either needs a relation), saved as a 128-colour palette PNG so that it stays about 11 KB. Regenerate it with
-``python -m xsam_hf.synthetic.sample``.
+It is validation scene 46 of seed 0 (sky, ground and water; two red stars, one partly hidden behind the other,
+so referring to either needs a relation), saved as a 128-colour palette PNG so that it stays about 11 KB.
+Regenerate it with ``python -m xsam_hf.synthetic.sample``.
 """
 
 from __future__ import annotations

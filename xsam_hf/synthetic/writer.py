@@ -38,7 +38,7 @@ import os
 import pickle
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -141,14 +141,12 @@ class ImageRecord:
     vgd: dict[str, Any]
     chat: dict[str, Any]
     caption_chat: dict[str, Any]
-    category_ids: list[int] = field(default_factory=list)
 
 
 def _scene_summary(scene: Scene) -> dict[str, Any]:
     def region(item: SceneObject | StuffRegion) -> dict[str, Any]:
-        ys, xs = np.nonzero(item.mask)
         return {"segment_id": item.segment_id, "category_id": item.category_id, "area": item.area,
-                "bbox": [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)]}
+                "bbox": _scene_bbox(item.mask)}
 
     return {
         "image_id": scene.image_id, "file_name": scene.file_name, "sky_colour": scene.sky_colour,
@@ -238,7 +236,7 @@ def build_image_record(seed: int, split: str, index: int) -> ImageRecord:
         panoptic_annotation={"image_id": image_id, "file_name": png_name, "segments_info": segments_info},
         instances=instances, scene=_scene_summary(scene), refs=refs, reasoning=reasoning, explanation=explanation,
         gcg=gcg, gcg_eval_annotations=gcg_eval_annotations, interactive=interactive, vgd=vgd, chat=chat,
-        caption_chat=caption_chat, category_ids=sorted({o.category_id for o in scene.objects}),
+        caption_chat=caption_chat,
     )
 
 
