@@ -107,6 +107,9 @@ def test_forced_gcg_answer_masks_equal_teacher_forced_forward(model, tokenizer, 
     assert len(generate_configs) == 1
     config = generate_configs[0]["generation_config"]
     assert config.output_hidden_states is False and config.output_attentions is False
+    # The official predict mode: greedy, 512 new tokens at most, stop at <|end|> (373) or the EOS (370).
+    assert config.max_new_tokens == 512 and config.do_sample is False and config.num_beams == 1
+    assert set(config.eos_token_id) == {370, END}
     assert "output_hidden_states" not in generate_configs[0]
     for call in lm_spy.calls + decoder_spy.calls:
         assert call.get("output_hidden_states") is not True
@@ -218,7 +221,7 @@ def test_generation_settings(model):
         model.generate(ids, mask, output_hidden_states=True, **inputs)
     with pytest.raises(TypeError, match="Unknown generation arguments"):
         model.generate(ids, mask, max_new_tokenz=3, **inputs)
-    # Sampling is seeded by the global RNG; the default budget is the official 512 (not exercised here).
+    # Sampling is seeded by the global RNG.
     torch.manual_seed(1)
     first = model.generate(ids, mask, do_sample=True, top_k=20, max_new_tokens=5, stop_token_ids=[END], **inputs)
     torch.manual_seed(1)

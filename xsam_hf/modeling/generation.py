@@ -36,8 +36,8 @@ if TYPE_CHECKING:
 
 # The official Phi-3 chat template's stop word (architecture spec §2.2).
 STOP_WORD = "<|end|>"
-# The official "predict" mode's budget (architecture spec §1.11).
-DEFAULT_MAX_NEW_TOKENS = 512
+# The official "predict" mode's decoding (architecture spec §1.11).
+OFFICIAL_DECODING = {"max_new_tokens": 512, "do_sample": False, "num_beams": 1}
 # Keys an XSamProcessor batch carries for post-processing only; accepted and ignored so `generate(**inputs)` works.
 PROCESSOR_ONLY_KEYS = ("original_sizes", "reshaped_input_sizes", "labels", "cond_ids", "seg_ids")
 
@@ -171,9 +171,13 @@ def _generation_config(
     generate_kwargs: dict[str, Any],
 ) -> GenerationConfig:
     config = copy.deepcopy(generation_config if generation_config is not None else model.language_model.generation_config)
-    length_given = "max_new_tokens" in generate_kwargs or "max_length" in generate_kwargs
-    if not length_given and (generation_config is None or generation_config.max_new_tokens is None):
-        generate_kwargs = {**generate_kwargs, "max_new_tokens": DEFAULT_MAX_NEW_TOKENS}
+    # The official predict mode (greedy, one beam, 512 new tokens) unless the caller chose otherwise; a given
+    # generation_config is taken as it is. The LLM's own defaults (some checkpoints sample) do not apply.
+    if generation_config is None:
+        defaults = dict(OFFICIAL_DECODING)
+        if "max_length" in generate_kwargs:
+            defaults.pop("max_new_tokens")
+        generate_kwargs = {**defaults, **generate_kwargs}
     unused = config.update(**generate_kwargs)
     if unused:
         raise TypeError(f"Unknown generation arguments: {sorted(unused)}.")
@@ -222,7 +226,8 @@ def generate_with_masks(
         pixel_values, extra_pixel_values, region_masks, region_image_indices, region_pixel_values, image_features:
             as in `XSamForSegmentation.forward` (pass `image_features` to reuse encoded images).
         tokenizer: a tokenizer or `XSamProcessor`: decodes the answers and adds `<|end|>` to the stop ids.
-        generation_config: defaults to the language model's; greedy, `max_new_tokens=512` unless set.
+        generation_config: defaults to the language model's with the official decoding (greedy, one beam,
+            `max_new_tokens=512`) unless `generate_kwargs` say otherwise; a given one is used as it is.
         stop_token_ids: ids that end an answer, replacing the default (EOS ids + `<|end|>`).
         logits_processor, stopping_criteria: passed to `generate`.
         segment: run the segmentation forward (False: text only).
