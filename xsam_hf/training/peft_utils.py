@@ -12,9 +12,9 @@ Besides the adapters, the following train:
 * the projectors, connector, Mask2Former decoder, background embedding and class head, as `modules_to_save` (full
   trainable copies that `save_pretrained` writes into the adapter file, so a saved adapter is self-contained).
 
-QLoRA loads the LLM's decoder layers in 4-bit NF4 and keeps everything else in full precision. transformers 5.23
-matches `llm_int8_skip_modules` against FULL module names (prefix, suffix or regex), so the list is built from the
-model's own top-level module names rather than short names that would be silently ignored.
+QLoRA loads the LLM's decoder layers in 4-bit NF4 and keeps everything else in full precision, with the skip list of
+`xsam_hf.quantization` (full-name patterns: transformers 5.23 silently ignores short names in
+`llm_int8_skip_modules`). The LM head stays in full precision, so its new-token rows can train.
 """
 
 from __future__ import annotations
@@ -120,33 +120,13 @@ def lora_module_names(model: nn.Module) -> list[str]:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# QLoRA
-def quantization_skip_modules(model_or_config) -> list[str]:
-    """Full names of the modules kept in full precision: every top-level module except the LLM, and the LLM head.
-
-    Accepts a model, or an `XSamConfig` (the top-level modules of its stage are listed from a meta-device build).
-    """
-    model = model_or_config
-    if not isinstance(model_or_config, nn.Module):
-        from ..modeling.modeling_xsam import XSamForSegmentation
-
-        with torch.device("meta"):
-            model = XSamForSegmentation(model_or_config)
-    keep = [name for name, _ in model.named_children() if name != "language_model"]
-    return keep + [OUTPUT_EMBEDDINGS]
-
-
+# QLoRA: the 4-bit layout (which modules are quantized) is decided in one place, `xsam_hf.quantization`.
 def quantization_config_for(model_or_config, compute_dtype: torch.dtype = torch.bfloat16, quant_type: str = "nf4"):
-    """A 4-bit `BitsAndBytesConfig` that quantizes only the LLM's decoder layers."""
-    from transformers import BitsAndBytesConfig
+    """A 4-bit `BitsAndBytesConfig` that quantizes only the LLM's decoder layers (double-quantized NF4 default)."""
+    from ..quantization import llm_only_bnb_config
 
-    return BitsAndBytesConfig(
-        load_in_4bit=True,
-        bnb_4bit_quant_type=quant_type,
-        bnb_4bit_compute_dtype=compute_dtype,
-        bnb_4bit_use_double_quant=True,
-        llm_int8_skip_modules=quantization_skip_modules(model_or_config),
-    )
+    return llm_only_bnb_config(model_or_config, 4, quant_type=quant_type, double_quant=True,
+                               compute_dtype=compute_dtype)
 
 
 def load_for_qlora(
@@ -191,5 +171,4 @@ __all__ = [
     "merge_lora",
     "new_token_ids_of",
     "quantization_config_for",
-    "quantization_skip_modules",
 ]

@@ -352,12 +352,18 @@ def run_training(
     resume_from_checkpoint: str | bool | None = None,
     callbacks: Sequence[Any] = (),
 ) -> dict[str, Any]:
-    """Train one stage as the recipe says; returns the training summary (also written to `final/`)."""
+    """Train one stage as the recipe says; returns the training summary (also written to `final/`).
+
+    `skipped_samples` in the summary and the logs counts skipped records over all processes and data-loader
+    workers; `skipped_by_source` breaks down this process's own count (workers keep theirs).
+    `callbacks` are extra `TrainerCallback`s; `resume_from_checkpoint` is a checkpoint path, True or "auto" (the
+    last checkpoint of `training.output_dir`, if any).
+    """
     from transformers import set_seed
 
     from .augment import RandomScaleCenterCrop
     from .collator import XSamDataCollator
-    from .peft_utils import XSamLoraSettings, apply_lora, load_for_qlora, lora_module_names, merge_lora
+    from .peft_utils import XSamLoraSettings, apply_lora, load_for_qlora, lora_module_names
     from .stages import STAGE_POLICIES, apply_stage_freezing
     from .trainer import XSamTrainer
 
@@ -447,7 +453,7 @@ def run_training(
     if lora_spec:
         trainer.save_model(str(final_dir / "adapter"))
         if lora_spec.get("merge", True) and args.process_index == 0:
-            merged = _merge_for_saving(trainer.model, base_dir, final_dir / "adapter", recipe)
+            merged = _merge_for_saving(trainer.model, base_dir, final_dir / "adapter")
             merged.save_pretrained(final_dir)
             processor.save_pretrained(final_dir)
     else:
@@ -459,7 +465,7 @@ def run_training(
     return summary
 
 
-def _merge_for_saving(peft_model, base_dir: Path | None, adapter_dir: Path, recipe: Mapping[str, Any]):
+def _merge_for_saving(peft_model, base_dir: Path | None, adapter_dir: Path):
     """The merged full-precision model: merge in place for LoRA; for QLoRA reload the full-precision base and merge
     the saved adapter into it (4-bit weights cannot take the merge without losing precision)."""
     from ..modeling.modeling_xsam import XSamForSegmentation
