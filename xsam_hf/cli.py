@@ -1,4 +1,4 @@
-"""The `xsam` command: `xsam segment | train | eval | convert`.
+"""The `xsam` command: `xsam segment | train | eval | convert | demo`.
 
 Each subcommand's work lives in its own module; this file only parses arguments and dispatches.
 """
@@ -16,6 +16,7 @@ DELEGATED_COMMANDS = {
     "train": ("xsam_hf.training.train", "main", "Train a stage from a YAML recipe: xsam train CONFIG [key=value ...]"),
     "eval": ("xsam_hf.evaluation.runner", "main", "Evaluate a model on a data set: xsam eval --help"),
     "convert": ("xsam_hf.convert", "main", "Convert an official X-SAM checkpoint: xsam convert --help"),
+    "demo": ("xsam_hf.demo.app", "main", "Serve the web demo on 127.0.0.1: xsam demo --help"),
 }
 
 
@@ -93,8 +94,7 @@ def _segment(args) -> int:
     from transformers import pipeline
 
     from .default_model import RANDOM_WEIGHTS_NOTICE, load_model
-    from .pipelines import GENERATIVE_TASKS, PIPELINE_TASK, TASK_ALIASES
-    from .processing.post_processing import mask_to_rle
+    from .pipelines import GENERATIVE_TASKS, PIPELINE_TASK, TASK_ALIASES, segment_record
     from .visualization import draw_overlay
 
     image = load_image(args.image)
@@ -133,25 +133,13 @@ def _segment(args) -> int:
         "random_weights": loaded.random_weights,
         "image_size": [image.height, image.width],
         "generated_text": text,
-        "segments": [_segment_record(s, mask_to_rle) for s in segments],
+        "segments": [segment_record(s) for s in segments],
     }
     prefix.with_suffix(".json").write_text(json.dumps(record, indent=2))
     print(f"{len(segments)} segments -> {prefix.with_suffix('.png')} and {prefix.with_suffix('.json')}")
     if text is not None:
         print(text)
     return 0
-
-
-def _segment_record(segment: dict, to_rle) -> dict:
-    import numpy as np
-    import torch
-
-    mask = np.asarray(segment["mask"]) > 0
-    ys, xs = np.nonzero(mask)
-    bbox = [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1] if len(xs) else None
-    record = {k: segment.get(k) for k in ("label", "label_id", "score", "span")}
-    record.update({"area": int(mask.sum()), "bbox_xyxy": bbox, "rle": to_rle(torch.from_numpy(mask))})
-    return {k: v for k, v in record.items() if v is not None or k in ("label", "score")}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -151,6 +151,18 @@ def grounded_segments(result: dict) -> list[dict]:
     return segments
 
 
+def segment_record(segment: dict) -> dict:
+    """A JSON-ready record of one pipeline segment: label, label_id, score, span (GCG), area, XYXY box, COCO RLE."""
+    from .processing.post_processing import mask_to_rle
+
+    mask = np.asarray(segment["mask"]) > 0
+    ys, xs = np.nonzero(mask)
+    bbox = [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1] if len(xs) else None
+    record = {k: segment.get(k) for k in ("label", "label_id", "score", "span")}
+    record.update({"area": int(mask.sum()), "bbox_xyxy": bbox, "rle": mask_to_rle(torch.from_numpy(mask))})
+    return {k: v for k, v in record.items() if v is not None or k in ("label", "score")}
+
+
 class _Opaque:
     """Carries an object through the pipeline untouched (its device mover rebuilds dicts and would drop the
     processor batch's per-sample information)."""

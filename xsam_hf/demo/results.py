@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..cli import _segment_record
+from ..pipelines import segment_record
 from ..processing.post_processing import mask_to_rle
 from ..visualization import colour_for, legend_text
 from .canvas import VisualPromptArguments
@@ -21,7 +21,7 @@ from .canvas import VisualPromptArguments
 
 def segment_records(segments: Sequence[dict]) -> list[dict]:
     """The segments in the shape `xsam segment` writes (label, label_id, score, span, area, bbox_xyxy, RLE)."""
-    return [_segment_record(segment, mask_to_rle) for segment in segments]
+    return [segment_record(segment) for segment in segments]
 
 
 def mask_prompt_record(mask: np.ndarray) -> dict:
