@@ -488,7 +488,7 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--resume", nargs="?", const="auto", default=None,
                         help="resume from the last checkpoint in training.output_dir, or from the given checkpoint")
     parser.add_argument("--print-config", action="store_true", help="print the resolved recipe and exit")
-    return parser.parse_args(argv)
+    return parser.parse_intermixed_args(argv)  # options may come before, between or after the overrides
 
 
 def main(argv: Sequence[str] | None = None) -> int:
