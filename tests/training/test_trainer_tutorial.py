@@ -17,7 +17,7 @@ from xsam_hf.training.train import main
 
 from .conftest import tiny_model, write_coco_instances
 
-TUTORIAL = Path(__file__).resolve().parents[2] / "xsam_hf" / "training" / "TUTORIAL.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 SPEED_LIMITS = ["training.max_steps=2", "training.use_cpu=true", "training.disable_tqdm=true",
                 "model.decoder_overrides.train_num_points=2048"]
 
@@ -26,8 +26,15 @@ def fenced_blocks(text: str, language: str) -> list[str]:
     return re.findall(rf"```{language}\n(.*?)```", text, flags=re.DOTALL)
 
 
+def tutorial_section() -> str:
+    """The README's tutorial, between its markers."""
+    text = README.read_text(encoding="utf-8")
+    start, end = text.index("<!-- tutorial:start"), text.index("<!-- tutorial:end -->")
+    return text[start:end]
+
+
 def test_the_tutorial_commands_fine_tune_and_segment(tmp_path, monkeypatch, capsys):
-    text = TUTORIAL.read_text(encoding="utf-8")
+    text = tutorial_section()
     shell = fenced_blocks(text, "bash")
     commands = [line for block in shell for line in block.replace("\\\n", " ").splitlines() if line.strip()]
     train_commands = [shlex.split(c) for c in commands if c.startswith("xsam train")]
@@ -47,6 +54,6 @@ def test_the_tutorial_commands_fine_tune_and_segment(tmp_path, monkeypatch, caps
     assert (final / "adapter" / "adapter_model.safetensors").is_file()
 
     (snippet,) = fenced_blocks(text, "python")
-    exec(compile(snippet, str(TUTORIAL), "exec"), {"__name__": "tutorial"})
+    exec(compile(snippet, str(README), "exec"), {"__name__": "tutorial"})
     printed = capsys.readouterr().out.strip().splitlines()[-1]
     assert printed.startswith("[") and printed.endswith("]")  # (label, score) pairs of the fine-tuned model
