@@ -42,6 +42,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from transformers import LogitsProcessor, LogitsProcessorList
 
 from xsam_hf import XSamConfig, XSamForSegmentation
 from xsam_hf.modeling.projection import pixel_shuffle
@@ -83,19 +84,25 @@ def build_model(config: XSamConfig, device: torch.device, dtype: torch.dtype) ->
     return model.eval()
 
 
-def make_inputs(config: XSamConfig, device: torch.device, dtype: torch.dtype, num_categories: int = 20,
-                num_regions: int = 1, seed: int = 0) -> dict[str, Any]:
-    """A generic-segmentation prompt with `num_categories` phrases (the first `num_regions` are visual prompts)."""
-    g = torch.Generator().manual_seed(seed)
-    # Ordinary text ids: below the special ones (<SEG>, <p>, </p>, EOS) of any vocabulary.
+def _text_ids(config: XSamConfig, generator: torch.Generator, count: int) -> list[int]:
+    """Ordinary text ids: below the special ones (<SEG>, <p>, </p>, EOS) of any vocabulary."""
     reserved = [config.seg_token_id, config.phrase_start_token_id, config.phrase_end_token_id,
                 config.text_config.eos_token_id or 32000]
-    text = lambda n: torch.randint(100, min(config.text_config.vocab_size, 32000, *reserved), (n,), generator=g).tolist()  # noqa: E731
+    high = min(config.text_config.vocab_size, 32000, *reserved)
+    return torch.randint(100, high, (count,), generator=generator).tolist()
+
+
+def make_inputs(config: XSamConfig, device: torch.device, dtype: torch.dtype, num_categories: int = 20,
+                num_regions: int = 1, seed: int = 0, with_answer: bool = True) -> dict[str, Any]:
+    """A generic-segmentation prompt with `num_categories` phrases (the first `num_regions` are visual prompts) and
+    a teacher-forced answer holding the `<SEG>` (without it: a prompt to generate from)."""
+    g = torch.Generator().manual_seed(seed)
+    text = lambda n: _text_ids(config, g, n)  # noqa: E731
     ids = [config.text_config.bos_token_id] + text(4) + [IMAGE_TOKEN] + text(20)
     for k in range(num_categories):
         inner = [REGION_TOKEN] if k < num_regions else text(2)
         ids += [config.phrase_start_token_id, *inner, config.phrase_end_token_id] + text(1)
-    ids += text(10) + [config.seg_token_id] + text(2)
+    ids += text(10) + ([config.seg_token_id] + text(2) if with_answer else [])
     vision_size = config.vision_config.image_size
     canvas = config.segmentation_encoder_config.image_size
     region = torch.zeros(num_regions, canvas, canvas, dtype=torch.bool)
@@ -226,21 +233,49 @@ def run_benchmark(preset: str = "bench", runs: int = 10, device: str = "cpu", dt
     return result
 
 
+class _ForcedAnswer(LogitsProcessor):
+    """Make generation emit a fixed answer, one token per step."""
+
+    def __init__(self, answer: list[int]):
+        self.answer = answer
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        token = self.answer[min(input_ids.shape[1], len(self.answer) - 1)]
+        forced = torch.full_like(scores, float("-inf"))
+        forced[:, token] = 0.0
+        return forced
+
+
+def _grounded_answer(config: XSamConfig, length: int, phrases: int = 5) -> list[int]:
+    """`length` ids shaped like a GCG answer: `<p> w w </p> w` phrases, filler words, then `<SEG>` and 2 words."""
+    g = torch.Generator().manual_seed(1)
+    answer = []
+    for _ in range(phrases):
+        answer += [config.phrase_start_token_id, *_text_ids(config, g, 2), config.phrase_end_token_id]
+        answer += _text_ids(config, g, 1)
+    answer += _text_ids(config, g, length - len(answer) - 3) + [config.seg_token_id] + _text_ids(config, g, 2)
+    return answer
+
+
 def _gpu_tasks(model: XSamForSegmentation, config: XSamConfig, device: torch.device, dtype: torch.dtype,
                runs: int) -> dict[str, dict[str, float]]:
     """Latency (median) and peak memory per task on a GPU. UNTESTED: no GPU was lent when this was written."""
     tasks = {
-        "generic segmentation (20 classes)": (make_inputs(config, device, dtype, num_categories=20, num_regions=0), False),
-        "referring (1 phrase)": (make_inputs(config, device, dtype, num_categories=1, num_regions=0), False),
-        "interactive (1 visual prompt)": (make_inputs(config, device, dtype, num_categories=1, num_regions=1), False),
-        "gcg (64 generated tokens + masks)": (make_inputs(config, device, dtype, num_categories=0, num_regions=0), True),
+        "generic segmentation (20 classes)": make_inputs(config, device, dtype, num_categories=20, num_regions=0),
+        "referring (1 phrase)": make_inputs(config, device, dtype, num_categories=1, num_regions=0),
+        "interactive (1 visual prompt)": make_inputs(config, device, dtype, num_categories=1, num_regions=1),
+        "gcg (64 generated tokens + masks)": make_inputs(config, device, dtype, 0, 0, with_answer=False),
     }
     results = {}
-    for name, (inputs, generate) in tasks.items():
-        if generate:
+    for name, inputs in tasks.items():
+        if name.startswith("gcg"):
+            # Random weights would generate anything: force a 64-token grounded caption (5 phrases, one <SEG>) so
+            # every run generates the same length and ends with the segmentation forward.
             prompt = {k: v for k, v in inputs.items() if k != "region_masks"}
-            # The prompt ends with a <SEG> and no phrase: generation decides; a fixed length keeps runs comparable.
-            fn = lambda p=prompt: model.generate(**p, max_new_tokens=64, min_new_tokens=64)  # noqa: E731
+            forced = LogitsProcessorList([_ForcedAnswer(_grounded_answer(config, length=64))])
+            fn = lambda p=prompt, f=forced: model.generate(  # noqa: E731
+                **p, max_new_tokens=64, logits_processor=f, stop_token_ids=[config.text_config.eos_token_id]
+            )
         else:
             fn = lambda i=inputs: model(**i)  # noqa: E731
         with torch.no_grad():
