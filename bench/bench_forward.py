@@ -178,7 +178,9 @@ def benchmark_calls(model: XSamForSegmentation, inputs: dict[str, Any]) -> tuple
         ),
         "vision projector": lambda: model.vision_projector(vision_out.hidden_states[config.vision_feature_layer]),
         "pixel shuffle + seg projector": lambda: model.seg_projector(
-            pixel_shuffle(sam_states[config.segmentation_feature_layer], config.segmentation_downsample_ratio).flatten(1, 2)
+            pixel_shuffle(
+                sam_states[config.segmentation_feature_layer], config.segmentation_downsample_ratio
+            ).flatten(1, 2)
         ),
         "connector": lambda: model.connector([sam_states[i] for i in config.connector_feature_layers]),
         "llm projector + instance gathering": lambda: model._gather_instances(
@@ -293,16 +295,16 @@ def format_report(result: dict[str, Any]) -> str:
     medians, full = result["medians_s"], result["medians_s"]["model forward"]
     lines = [
         f"X-SAM forward vs components: preset={result['preset']} device={result['device']} dtype={result['dtype']} "
-        f"threads={result['threads']} runs={result['runs']} clock={result['clock']} LLM tokens={result['llm_sequence_length']} (medians)",
+        f"threads={result['threads']} runs={result['runs']} clock={result['clock']} "
+        f"LLM tokens={result['llm_sequence_length']} (medians)",
         f"{'':42s}{'ms':>10s}{'% of forward':>14s}",
     ]
-    for name, value in medians.items():
-        lines.append(f"{name:42s}{value * 1e3:10.1f}{100 * value / full:13.1f}%")
+    row = lambda name, value: f"{name:42s}{value * 1e3:10.1f}{100 * value / full:13.1f}%"  # noqa: E731
+    lines += [row(name, value) for name, value in medians.items()]
     lines += [
-        f"{'sum of components':42s}{result['components_sum_s'] * 1e3:10.1f}{100 * result['components_sum_s'] / full:13.1f}%",
-        f"{'sum of glue parts':42s}{result['glue_sum_s'] * 1e3:10.1f}{100 * result['glue_sum_s'] / full:13.1f}%",
-        f"{'unexplained (hooks, <SEG> injection, noise)':42s}{result['unexplained_s'] * 1e3:10.1f}"
-        f"{100 * result['unexplained_s'] / full:13.1f}%",
+        row("sum of components", result["components_sum_s"]),
+        row("sum of glue parts", result["glue_sum_s"]),
+        row("unexplained (hooks, <SEG> injection, noise)", result["unexplained_s"]),
         f"ratio forward / sum(components) = {result['ratio']:.3f} (target <= 1.10)",
     ]
     for name, task in result.get("tasks", {}).items():

@@ -75,7 +75,8 @@ def test_components_arrive_unchanged_and_new_parts_are_initialised(checkpoints):
 
     # Tokens and vocabulary (architecture spec §2.1): ids after the base tokenizer's 375, embeddings SHRUNK to 378.
     assert tokenizer.convert_tokens_to_ids(["<SEG>", "<p>", "</p>"]) == [375, 376, 377] and len(tokenizer) == 378
-    assert (model.config.seg_token_id, model.config.phrase_start_token_id, model.config.phrase_end_token_id) == (375, 376, 377)
+    config = model.config
+    assert (config.seg_token_id, config.phrase_start_token_id, config.phrase_end_token_id) == (375, 376, 377)
     assert model.language_model.get_input_embeddings().weight.shape == (378, 64)
     assert model.language_model.get_output_embeddings().weight.shape == (378, 64)
     assert model.config.text_config.vocab_size == 378

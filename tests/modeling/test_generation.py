@@ -126,7 +126,8 @@ def test_forced_gcg_answer_masks_equal_teacher_forced_forward(model, tokenizer, 
     full_ids, full_mask = pad_batch([prompt + GCG_ANSWER])
     with torch.no_grad():
         reference = model(
-            input_ids=full_ids, attention_mask=full_mask, pixel_values=pixel_values, extra_pixel_values=extra_pixel_values
+            input_ids=full_ids, attention_mask=full_mask, pixel_values=pixel_values,
+            extra_pixel_values=extra_pixel_values,
         )
     torch.testing.assert_close(out.masks_queries_logits, reference.masks_queries_logits, rtol=0, atol=1e-5)
     torch.testing.assert_close(out.class_queries_logits, reference.class_queries_logits, rtol=0, atol=1e-5)
@@ -184,7 +185,8 @@ def test_batch_with_left_padding_equals_per_sample_runs(model, tokenizer):
         ids, mask = pad_batch([prompts[b]])
         single = model.generate(
             ids, mask, pixel_values=pixel_values[b : b + 1], extra_pixel_values=extra_pixel_values[b : b + 1],
-            region_masks=[region_masks[b]] if b == 2 else None, tokenizer=tokenizer, logits_processor=forced(scripts[b]),
+            region_masks=[region_masks[b]] if b == 2 else None, tokenizer=tokenizer,
+            logits_processor=forced(scripts[b]),
         )
         assert single.generated_ids[0].tolist() == scripts[b]
         assert batch.generated_ids[b, : len(scripts[b])].tolist() == scripts[b]
@@ -228,7 +230,9 @@ def test_generation_settings(model):
     second = model.generate(ids, mask, do_sample=True, top_k=20, max_new_tokens=5, stop_token_ids=[END], **inputs)
     assert torch.equal(first.generated_ids, second.generated_ids) and first.generated_ids.shape[1] <= 5
     # Text only: no segmentation forward even when the answer could be segmented.
-    text_only = model.generate(ids, mask, segment=False, stop_token_ids=[END], logits_processor=forced(GCG_ANSWER), **inputs)
+    text_only = model.generate(
+        ids, mask, segment=False, stop_token_ids=[END], logits_processor=forced(GCG_ANSWER), **inputs
+    )
     assert text_only.generated_ids.tolist() == [GCG_ANSWER] and text_only.masks_queries_logits is None
 
 

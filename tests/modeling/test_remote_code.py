@@ -69,7 +69,8 @@ config = AutoConfig.from_pretrained(folder, trust_remote_code=True)
 assert type(config).__name__ == "XSamConfig" and type(config).__module__.startswith("transformers_modules.")
 model = AutoModel.from_pretrained(folder, trust_remote_code=True, attn_implementation="eager").eval()
 assert type(model).__name__ == "XSamForSegmentation" and type(model).__module__.startswith("transformers_modules.")
-assert type(AutoModelForImageTextToText.from_pretrained(folder, trust_remote_code=True)).__name__ == "XSamForSegmentation"
+image_text_model = AutoModelForImageTextToText.from_pretrained(folder, trust_remote_code=True)
+assert type(image_text_model).__name__ == "XSamForSegmentation"
 
 with torch.no_grad():
     out = model(**expected["inputs"])
@@ -146,7 +147,9 @@ def test_model_processor_and_pipeline_load_without_the_package(tmp_path, pipelin
     }
 
     folder = tmp_path / "xsam-remote"
-    written = save_for_remote_code(model, folder, processor=processor, pipeline=pipe, pipeline_task="x-sam-tiny-semantic")
+    written = save_for_remote_code(
+        model, folder, processor=processor, pipeline=pipe, pipeline_task="x-sam-tiny-semantic"
+    )
     assert "modeling_xsam.py" in written and "xsam_tiny_pipeline.py" in written
     config = json.loads((folder / "config.json").read_text())
     assert config["auto_map"] == {

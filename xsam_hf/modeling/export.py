@@ -149,7 +149,8 @@ class _Flattener:
             for module, aliases in groups:
                 if module.startswith("="):
                     module = module[1:]
-                    statements.append(f"from . import {self.flat_name(module)} as {aliases[0].asname or aliases[0].name}")
+                    local_name = aliases[0].asname or aliases[0].name
+                    statements.append(f"from . import {self.flat_name(module)} as {local_name}")
                 else:
                     statements.append(_format_import(self.flat_name(module), aliases, node.col_offset))
                 needed.append(module)

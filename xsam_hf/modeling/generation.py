@@ -94,7 +94,9 @@ def _as_id_list(ids: int | Sequence[int] | torch.Tensor | None) -> list[int]:
     return [int(i) for i in ids]
 
 
-def stop_token_ids_for(model: XSamForSegmentation, tokenizer=None, generation_config: GenerationConfig | None = None) -> list[int]:
+def stop_token_ids_for(
+    model: XSamForSegmentation, tokenizer: Any = None, generation_config: GenerationConfig | None = None
+) -> list[int]:
     """The ids that end an answer: the generation config's EOS ids, plus the tokenizer's `<|end|>` when it has one
     (Phi-3's chat template ends every turn with it; its base EOS `<|endoftext|>` is not what the model emits)."""
     config = generation_config if generation_config is not None else model.language_model.generation_config
@@ -127,7 +129,7 @@ def cut_at_stop(new_tokens: torch.Tensor, stop_ids: Sequence[int]) -> list[list[
     return answers
 
 
-def segmentable(sequence: torch.Tensor, config) -> bool:
+def segmentable(sequence: torch.Tensor, config: Any) -> bool:
     """Whether the model's forward can build decoder instances from this prompt + answer (see
     `XSamForSegmentation._gather_instances`): at least one `<SEG>` and one complete phrase, and with several `<SEG>`
     exactly one phrase per `<SEG>`."""
@@ -170,7 +172,8 @@ def _generation_config(
     stop_ids: list[int],
     generate_kwargs: dict[str, Any],
 ) -> GenerationConfig:
-    config = copy.deepcopy(generation_config if generation_config is not None else model.language_model.generation_config)
+    base = generation_config if generation_config is not None else model.language_model.generation_config
+    config = copy.deepcopy(base)
     # The official predict mode (greedy, one beam, 512 new tokens) unless the caller chose otherwise; a given
     # generation_config is taken as it is. The LLM's own defaults (some checkpoints sample) do not apply.
     if generation_config is None:
@@ -299,7 +302,11 @@ def generate_with_masks(
         and image_features is not None
         and image_features.feature_pyramid is not None
     )
-    keep = [b for b in range(batch_size) if can_segment and segmentable(sequences[b][sequence_mask[b].bool()], model.config)]
+    keep = [
+        b
+        for b in range(batch_size)
+        if can_segment and segmentable(sequences[b][sequence_mask[b].bool()], model.config)
+    ]
     if not keep:
         return output
 
