@@ -1,5 +1,5 @@
-"""Remote-code export: model, processor and a pipeline load with `trust_remote_code=True` in a fresh Python where
-xsam_hf cannot be imported, and compute what the originals compute.
+"""Remote-code export: model, processor and the X-SAM pipeline load with `trust_remote_code=True` in a fresh Python
+where xsam_hf cannot be imported, and compute what the originals compute.
 
 The child runs with `python -I -S`: no PYTHONPATH, no current directory and no `.pth` processing, so the editable
 install's import hook for xsam_hf is never installed; site-packages is put back on `sys.path` by hand (torch and
@@ -7,51 +7,23 @@ transformers stay importable) and the child first asserts that xsam_hf cannot be
 """
 
 import ast
-import importlib.util
 import json
 import os
 import site
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from transformers import Pipeline, pipeline
 
 from xsam_hf.modeling.export import flatten_modules, save_for_remote_code
+from xsam_hf.pipelines import PIPELINE_TASK
 from xsam_hf.processing import XSamProcessor
 
 from .conftest import build_tiny
-
-# A minimal X-SAM pipeline, written to its own module (classes in __main__ cannot be exported). It only imports
-# transformers: model and processor reach it through `pipeline()`.
-PIPELINE_SOURCE = '''
-from transformers import Pipeline
-
-
-class TinySemanticPipeline(Pipeline):
-    _load_processor = True
-    _load_image_processor = False
-    _load_tokenizer = False
-    _load_feature_extractor = False
-
-    def _sanitize_parameters(self, categories=None, **kwargs):
-        return ({"categories": categories} if categories is not None else {}), {}, {}
-
-    def preprocess(self, image, categories=("thing",)):
-        inputs = self.processor(images=image, task="semantic", categories=list(categories))
-        tensors = {k: inputs[k] for k in ("input_ids", "attention_mask", "pixel_values", "extra_pixel_values")}
-        return {"tensors": tensors, "size": tuple(image.shape[:2])}
-
-    def _forward(self, model_inputs):
-        return {"outputs": self.model(**model_inputs["tensors"]), "size": model_inputs["size"]}
-
-    def postprocess(self, model_outputs):
-        outputs = model_outputs["outputs"]
-        return self.processor.post_process_semantic_segmentation(outputs, target_sizes=[model_outputs["size"]])[0]
-'''
 
 CHILD = '''
 import importlib.util, sys
@@ -85,24 +57,15 @@ encoded = processor(images=expected["image"], task="semantic", categories=["sky"
 for key, value in expected["encoded"].items():
     assert torch.equal(encoded[key], value), key
 
-pipe = pipeline(model=folder, trust_remote_code=True)
-assert type(pipe).__name__ == "TinySemanticPipeline"
-assert torch.equal(pipe(expected["image"], categories=["sky", "dog"]), expected["pipeline"])
+pipe = pipeline(model=folder, trust_remote_code=True)  # the task comes from custom_pipelines
+assert type(pipe).__name__ == "XSamSegmentationPipeline" and type(pipe).__module__.startswith("transformers_modules.")
+segments = pipe(expected["image"], task="semantic", classes=["sky", "dog"])
+assert [(s["label"], s["score"]) for s in segments] == [(label, score) for label, score, _ in expected["pipeline"]]
+assert all(np.array_equal(np.asarray(s["mask"]), mask) for s, (_, _, mask) in zip(segments, expected["pipeline"]))
+assert pipe(expected["image"], task="gcg", max_new_tokens=4)["generated_text"] == expected["gcg"]
 assert not any(name == "xsam_hf" or name.startswith("xsam_hf.") for name in sys.modules)
 print("REMOTE-CODE-OK")
 '''
-
-
-@pytest.fixture(scope="module")
-def pipeline_class(tmp_path_factory):
-    path = tmp_path_factory.mktemp("pipeline_module") / "xsam_tiny_pipeline.py"
-    path.write_text(PIPELINE_SOURCE)
-    spec = importlib.util.spec_from_file_location("xsam_tiny_pipeline", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["xsam_tiny_pipeline"] = module  # so the exporter finds its source like any imported module
-    spec.loader.exec_module(module)
-    yield module.TinySemanticPipeline
-    sys.modules.pop("xsam_tiny_pipeline", None)
 
 
 def _clean_site_packages() -> list[str]:
@@ -125,7 +88,7 @@ def test_exported_files_import_only_their_siblings(tmp_path):
     assert "from .presets import get_preset" in sources["configuration_xsam.py"]
 
 
-def test_model_processor_and_pipeline_load_without_the_package(tmp_path, pipeline_class):
+def test_model_processor_and_pipeline_load_without_the_package(tmp_path):
     torch.manual_seed(0)
     model = build_tiny()
     processor = XSamProcessor.from_preset("tiny")
@@ -134,7 +97,9 @@ def test_model_processor_and_pipeline_load_without_the_package(tmp_path, pipelin
     inputs = {k: encoded[k] for k in ("input_ids", "attention_mask", "pixel_values", "extra_pixel_values")}
     with torch.no_grad():
         out = model(**inputs)
-    pipe = pipeline_class(model=model, processor=processor, task="x-sam-tiny-semantic")
+    pipe = pipeline(PIPELINE_TASK, model=model, processor=processor)
+    segments = pipe(image, task="semantic", classes=["sky", "dog"])
+    assert segments and all(s["mask"].size == (70, 50) for s in segments)
     expected = {
         "inputs": inputs,
         "image": image,
@@ -143,14 +108,13 @@ def test_model_processor_and_pipeline_load_without_the_package(tmp_path, pipelin
         "class_queries_logits": out.class_queries_logits,
         "masks_queries_logits": out.masks_queries_logits,
         "generated_ids": model.generate(**inputs, max_new_tokens=4, stop_token_ids=[373]).generated_ids,
-        "pipeline": pipe(image, categories=["sky", "dog"]),
+        "pipeline": [(s["label"], s["score"], np.asarray(s["mask"])) for s in segments],
+        "gcg": pipe(image, task="gcg", max_new_tokens=4)["generated_text"],
     }
 
     folder = tmp_path / "xsam-remote"
-    written = save_for_remote_code(
-        model, folder, processor=processor, pipeline=pipe, pipeline_task="x-sam-tiny-semantic"
-    )
-    assert "modeling_xsam.py" in written and "xsam_tiny_pipeline.py" in written
+    written = save_for_remote_code(model, folder, processor=processor, pipeline=pipe)
+    assert {"modeling_xsam.py", "processing_xsam.py", "pipelines.py"} <= set(written)
     config = json.loads((folder / "config.json").read_text())
     assert config["auto_map"] == {
         "AutoConfig": "configuration_xsam.XSamConfig",
@@ -158,7 +122,10 @@ def test_model_processor_and_pipeline_load_without_the_package(tmp_path, pipelin
         "AutoModelForImageTextToText": "modeling_xsam.XSamForSegmentation",
         "AutoProcessor": "processing_xsam.XSamProcessor",
     }
-    assert config["custom_pipelines"]["x-sam-tiny-semantic"]["impl"] == "xsam_tiny_pipeline.TinySemanticPipeline"
+    assert config["custom_pipelines"] == {
+        PIPELINE_TASK: {"impl": "pipelines.XSamSegmentationPipeline", "pt": ["AutoModelForImageTextToText"],
+                        "type": "multimodal"}
+    }
     assert json.loads((folder / "processor_config.json").read_text())["auto_map"] == {
         "AutoProcessor": "processing_xsam.XSamProcessor"
     }
@@ -182,11 +149,16 @@ def test_model_processor_and_pipeline_load_without_the_package(tmp_path, pipelin
     assert result.returncode == 0 and "REMOTE-CODE-OK" in result.stdout, result.stdout[-3000:] + result.stderr[-6000:]
 
 
-def test_export_cleans_stale_code_and_requires_a_pipeline_task(tmp_path, pipeline_class):
+class UnregisteredPipeline(Pipeline):
+    """A pipeline class registered under no task name."""
+
+
+def test_export_cleans_stale_code_and_requires_a_pipeline_task(tmp_path):
     model = build_tiny()
     (tmp_path / "old_module.py").write_text("raise ImportError\n")
     written = save_for_remote_code(model, tmp_path)
     assert not (tmp_path / "old_module.py").exists() and "processing_xsam.py" not in written
     assert "AutoProcessor" not in json.loads((tmp_path / "config.json").read_text())["auto_map"]
     with pytest.raises(ValueError, match="pipeline_task"):
-        save_for_remote_code(model, tmp_path / "again", pipeline=pipeline_class)
+        save_for_remote_code(model, tmp_path / "again", pipeline=UnregisteredPipeline)
+    assert not (tmp_path / "again").exists()  # refused before anything is written

@@ -217,19 +217,24 @@ def save_for_remote_code(
     Returns:
         The names of the .py files written.
     """
-    directory = Path(save_directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(directory, **save_kwargs)
-
     config_class, model_class = type(model.config), type(model)
     roots = [config_class.__module__, model_class.__module__]
     processor_class = type(processor) if processor is not None else None
     if processor_class is not None:
         roots.append(processor_class.__module__)
-    pipeline_class = None
+    pipeline_class, pipeline_info = None, {}
     if pipeline is not None:
         pipeline_class = pipeline if isinstance(pipeline, type) else type(pipeline)
         roots.append(pipeline_class.__module__)
+        registered = getattr(pipeline_class, "_registered_impl", {}) or {}
+        pipeline_task = pipeline_task or next(iter(registered), None) or getattr(pipeline, "task", None)
+        if not pipeline_task or not isinstance(pipeline_task, str):
+            raise ValueError("Name the pipeline's task (pipeline_task=...): it was not registered under a name.")
+        pipeline_info = dict(registered.get(pipeline_task, {}))
+
+    directory = Path(save_directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(directory, **save_kwargs)
 
     flattener = _Flattener()
     for root in roots:
@@ -255,20 +260,15 @@ def save_for_remote_code(
             _update_json(processor_config, {"auto_map": {"AutoProcessor": processor_reference}})
 
     if pipeline_class is not None:
-        registered = getattr(pipeline_class, "_registered_impl", {}) or {}
-        task = pipeline_task or next(iter(registered), None) or getattr(pipeline, "task", None)
-        if not task:
-            raise ValueError("Name the pipeline's task (pipeline_task=...): it was not registered under a name.")
-        info = dict(registered.get(task, {}))
-        model_classes = info.get("pt") or DEFAULT_PIPELINE_MODEL_CLASSES
+        model_classes = pipeline_info.get("pt") or DEFAULT_PIPELINE_MODEL_CLASSES
         entry = {
             "impl": _reference(pipeline_class, flattener.flat_names),
             "pt": [c if isinstance(c, str) else c.__name__ for c in model_classes],
-            "type": info.get("type", "multimodal"),
+            "type": pipeline_info.get("type", "multimodal"),
         }
-        if "default" in info:
-            entry["default"] = info["default"]
-        config_updates["custom_pipelines"] = {task: entry}
+        if "default" in pipeline_info:
+            entry["default"] = pipeline_info["default"]
+        config_updates["custom_pipelines"] = {pipeline_task: entry}
 
     _update_json(directory / "config.json", config_updates)
     return sorted(flattener.sources)
