@@ -1,0 +1,291 @@
+"""Train a small X-SAM from scratch on the synthetic world, evaluate every task, write a results table.
+
+``python -m xsam_hf.synthetic.train_default --recipe ci|default|PATH --output DIR [--budget-s SECONDS]``
+
+A recipe (``xsam_hf/synthetic/recipes/{ci,default}.yaml``) names the world to write (``world: {seed, train, val}``),
+settings shared by every stage (``common``: a partial ``xsam train`` recipe), the stages in order (``stages``: each
+a partial ``xsam train`` recipe plus ``name`` and ``sources``, the world's data sets by short name: ``panoptic``,
+``refcoco``, ``reasonseg``, ``gcg``, ``vgd``, ``interactive``, ``chat``, ``caption``; a stage of the same X-SAM form
+as the one before it continues from its weights, an S3 stage after S1 / S2 is initialised from both as in the
+paper) and the evaluation (``eval: {limit, max_new_tokens, batch_size}``).
+
+Output: ``DIR/world/`` (the world), ``DIR/runs/<stage>/final/`` (each stage's model, processor and
+``training_summary.json``), ``DIR/eval/<model>/<task>/results.json``, and ``DIR/results.json`` / ``DIR/RESULTS.md``:
+per task the headline metric of the trained model, the untrained (random, same preset) model and the blind model
+(the trained weights with every image feature zeroed: SigLIP tokens, SAM tokens and the decoder's feature pyramid).
+
+Cross-image VGD (``vgd/img_vgdseg_cross_val.json``) is not scored: ``xsam eval --task vgd`` reads only the COCO-VGD
+layout, not the cross-image pairs of :mod:`.cross_image`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
+
+# task -> (eval task, data arguments relative to the world folder, headline metric, the issue's target in %)
+EVAL_TASKS: dict[str, tuple[str, list[str], str, float]] = {
+    "panoptic": ("panoptic", ["panoptic/annotations/panoptic_val.json", "panoptic/panoptic_val", "images/val"],
+                 "PQ", 60.0),
+    "semantic": ("semantic", ["panoptic/annotations/panoptic_val.json", "panoptic/panoptic_val", "images/val",
+                              "panoptic/panoptic_semseg_val"], "mIoU", 70.0),
+    "referring": ("referring", ["refcoco", "images/val", "split=val"], "cIoU", 75.0),
+    "reasoning": ("reasoning", ["reasonseg/val"], "gIoU", 60.0),
+    "gcg": ("gcg", ["gcg/annotations/val_test/val_gcg_coco_mask_gt.json",
+                    "gcg/annotations/val_test/val_gcg_coco_caption_gt.json", "images/val"], "mIoU", 60.0),
+    "interactive": ("interactive", ["interactive/coco_interactive_val_psalm.json", "images/val",
+                                    "categories=panoptic/annotations/instances_val.json"], "mIoU", 75.0),
+    "vgd": ("vgd", ["vgd/img_vgdseg_coco_val.json", "images/val",
+                    "categories=panoptic/annotations/instances_val.json"], "AP50", 60.0),
+    "chat": ("conversation", ["chat/llava_qa_val.json", "images/val"], "accuracy", 80.0),
+}
+
+
+def load_recipe(name: str) -> dict[str, Any]:
+    path = Path(name)
+    if not path.suffix:
+        path = RECIPES_DIR / f"{name}.yaml"
+    with open(path, encoding="utf-8") as handle:
+        return yaml.safe_load(handle)
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def world_sources(manifest: dict[str, Any], split: str = "train") -> dict[str, dict[str, Any]]:
+    """The world's ``data.sources`` entries by short name (plus ``caption``, the alignment captions)."""
+    by_name = {}
+    for entry in manifest["recipe_sources"][split]:
+        short = entry["source"].removeprefix("synthetic_").removesuffix(f"_{split}")
+        by_name[short] = entry
+    by_name["caption"] = {"format": "llava", "source": f"synthetic_caption_{split}",
+                          "json_path": manifest["evaluation_files"]["caption_chat_json"][split],
+                          "image_dir": f"images/{split}"}
+    return by_name
+
+
+def stage_recipes(recipe: dict[str, Any], world: Path, runs: Path, manifest: dict[str, Any]) -> list[dict]:
+    """The ``xsam train`` recipe of every stage, chained."""
+    sources = world_sources(manifest)
+    out, finals = [], {}
+    previous: tuple[str, Path] | None = None
+    for spec in recipe["stages"]:
+        spec = copy.deepcopy(spec)
+        name, names = spec.pop("name"), spec.pop("sources")
+        stage_recipe = _merge(recipe.get("common") or {}, spec)
+        stage = stage_recipe["stage"]
+        stage_recipe.setdefault("data", {})
+        stage_recipe["data"].update({"root": str(world), "sources": [sources[n] for n in names]})
+        stage_recipe["training"]["output_dir"] = str(runs / name)
+        model = stage_recipe.setdefault("model", {})
+        if previous is not None and previous[0] == stage:
+            model["pretrained"] = str(previous[1])  # continue the same form
+            stage_recipe["processor"] = {k: v for k, v in stage_recipe.get("processor", {}).items()
+                                         if k == "pad_to_square"}
+        elif stage != "s1":
+            model["init_from"] = [{"path": str(path), "from_stage": from_stage}
+                                  for from_stage, path in finals.items() if from_stage != stage]
+        final = runs / name / "final"
+        finals[stage] = final
+        previous = (stage, final)
+        out.append({"name": name, "recipe": stage_recipe, "final": final})
+    return out
+
+
+def loss_windows(log_history: list[dict[str, Any]], window: int) -> dict[str, tuple[float, float]]:
+    """Mean of every logged loss term over the first and the last ``window`` logged steps that have it.
+
+    In a stage that mixes tasks (one task per batch), chat batches log ``loss`` = ``lm_loss`` only, ten times smaller
+    than a segmentation batch's ``loss``; ``loss`` is then averaged over the segmentation batches only (the chat
+    batches are in ``lm_loss``), so the windows compare like with like."""
+    steps = [e for e in log_history if "train_runtime" not in e]
+    keys = sorted({k for entry in steps for k in entry if k == "loss" or k.endswith("_loss") or k.startswith("loss_")})
+    has_seg = any("seg_loss" in e for e in steps)
+    windows = {}
+    for key in keys:
+        values = [float(e[key]) for e in steps if key in e and math.isfinite(float(e[key])) and float(e[key]) != 0.0
+                  and (key != "loss" or not has_seg or "seg_loss" in e)]
+        if len(values) >= 2:
+            w = max(1, min(window, len(values) // 2))
+            windows[key] = (sum(values[:w]) / w, sum(values[-w:]) / w)
+    return windows
+
+
+def headline(document: dict[str, Any], metric: str) -> float:
+    """The task's headline metric in percent: top level, else ``overall``, else the mean over prompt types.
+
+    A GCG run whose model grounded no phrase in any image scores 0 (the runner reports NaN: no predicted mask)."""
+    results = next(iter(document["results"].values()))
+    value = results.get(metric)
+    if not isinstance(value, (int, float)) and isinstance(results.get("overall"), dict):
+        value = results["overall"].get(metric)
+    if not isinstance(value, (int, float)):
+        groups = [v[metric] for v in results.values() if isinstance(v, dict) and isinstance(v.get(metric), (int, float))
+                  and math.isfinite(v[metric])]
+        value = sum(groups) / len(groups) if groups else None
+    if (value is None or not math.isfinite(value)) and results.get("num_images_with_masks") == 0 \
+            and results.get("num_images", 0) > 0:
+        value = 0.0
+    return float("nan") if value is None else 100.0 * float(value)
+
+
+def blind(model: torch.nn.Module) -> torch.nn.Module:
+    """The model with every image feature zeroed (SigLIP tokens, SAM tokens, the decoder's pyramid)."""
+    original = model.get_image_features
+
+    def zeroed(*args, **kwargs):
+        features = original(*args, **kwargs)
+        for key in ("vision_tokens", "segmentation_tokens"):
+            if getattr(features, key, None) is not None:
+                setattr(features, key, torch.zeros_like(getattr(features, key)))
+        if getattr(features, "feature_pyramid", None) is not None:
+            features.feature_pyramid = tuple(torch.zeros_like(t) for t in features.feature_pyramid)
+        return features
+
+    model.get_image_features = zeroed
+    return model
+
+
+def evaluate(model, processor, world: Path, output: Path, settings: dict[str, Any], label: str,
+             tasks: list[str] | None = None) -> dict[str, float]:
+    from ..evaluation.runner import EvalSettings, run_evaluation
+    from ..evaluation.tasks import parse_data_arguments
+
+    scores = {}
+    for task in tasks or list(EVAL_TASKS):
+        eval_task, data, metric, _ = EVAL_TASKS[task]
+        args = []
+        for item in data:
+            key, sep, value = item.partition("=")
+            args.append(item if key == "split" else f"{key}={world / value}" if sep else str(world / item))
+        try:
+            run = EvalSettings(task=eval_task, data=parse_data_arguments(eval_task, args),
+                               output_dir=output / label / task, batch_size=int(settings.get("batch_size", 1)),
+                               limit=settings.get("limit"), max_new_tokens=int(settings.get("max_new_tokens", 64)),
+                               caption_metrics=(), overwrite=True, progress=False, model_name=label)
+            document = run_evaluation(model, processor, run, model_source=label)
+            scores[task] = headline(document, metric)
+        except Exception as error:  # a task the runner cannot score is reported, not fatal
+            print(f"[train_default] {label} {task}: {type(error).__name__}: {error}")
+            scores[task] = float("nan")
+    return scores
+
+
+def _fmt(value: float) -> str:
+    return "n/a" if value is None or not math.isfinite(value) else f"{value:.1f}"
+
+
+def results_markdown(results: dict[str, Any]) -> str:
+    lines = ["| task | metric | target | trained | untrained | blind | trained - blind | target met |",
+             "|---|---|---|---|---|---|---|---|"]
+    for task, (_, _, metric, target) in EVAL_TASKS.items():
+        t, u, b = (results["scores"][k].get(task, float("nan")) for k in ("trained", "untrained", "blind"))
+        met = "n/a" if not math.isfinite(target) or not math.isfinite(t) else ("yes" if t >= target else "NO")
+        lines.append(f"| {task} | {metric} | {_fmt(target)} | {_fmt(t)} | {_fmt(u)} | {_fmt(b)} | "
+                     f"{_fmt(t - b)} | {met} |")
+    lines += ["", "Loss terms (mean of the first / last logged window, per stage):", ""]
+    for stage, windows in results["losses"].items():
+        lines.append(f"* {stage}: " + ", ".join(f"{k} {a:.3f} -> {b:.3f}" for k, (a, b) in windows.items()))
+    lines += ["", f"Recipe `{results['recipe']}` (steps {results.get('steps')}); world {results['world']}; training {results['train_s']:.0f} s, "
+              f"evaluation {results['eval_s']:.0f} s; evaluation limit {results['eval'].get('limit')} images "
+              f"per task; machine: {results['machine']}."]
+    return "\n".join(lines) + "\n"
+
+
+def run(recipe_name: str, output: str | Path, *, evaluate_models: bool = True,
+        tasks: list[str] | None = None, steps_scale: float = 1.0,
+        eval_limit: int | None = None) -> dict[str, Any]:
+    """Write the world, train the recipe's stages, evaluate (trained / blind / untrained); returns the results.
+
+    ``steps_scale`` multiplies every stage's ``max_steps`` (at least 1 step each), to fit a wall-clock budget;
+    ``eval_limit`` replaces the recipe's ``eval.limit`` (validation images per task)."""
+    import os
+    import platform
+
+    from ..modeling.configuration_xsam import XSamConfig
+    from ..modeling.modeling_xsam import XSamForSegmentation
+    from ..processing import XSamProcessor
+    from ..training.train import run_training
+    from .writer import write_world
+
+    recipe = load_recipe(recipe_name)
+    if eval_limit is not None:
+        recipe.setdefault("eval", {})["limit"] = eval_limit
+    output = Path(output)
+    world = output / "world"
+    w = recipe["world"]
+    manifest = write_world(world, int(w["seed"]), int(w["train"]), int(w["val"]))
+    start = time.time()
+    losses, summaries = {}, {}
+    stages = stage_recipes(recipe, world, output / "runs", manifest)
+    for entry in stages:
+        training = entry["recipe"]["training"]
+        if "max_steps" in training:
+            training["max_steps"] = max(1, round(int(training["max_steps"]) * steps_scale))
+    for entry in stages:
+        print(f"[train_default] stage {entry['name']} ({entry['recipe']['stage']})", flush=True)
+        summary = run_training(entry["recipe"])
+        summaries[entry["name"]] = summary
+        losses[entry["name"]] = loss_windows(summary["log_history"], int(recipe.get("loss_window", 3)))
+    train_s = time.time() - start
+    results: dict[str, Any] = {"recipe": recipe_name, "world": w, "steps_scale": steps_scale,
+                               "steps": {e["name"]: e["recipe"]["training"].get("max_steps") for e in stages}, "losses": losses, "train_s": train_s,
+                               "eval": recipe.get("eval") or {}, "final": str(stages[-1]["final"]),
+                               "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores (shared)",
+                               "scores": {"trained": {}, "untrained": {}, "blind": {}}}
+    start = time.time()
+    if evaluate_models:
+        final = stages[-1]["final"]
+        processor = XSamProcessor.from_pretrained(final)
+        trained = XSamForSegmentation.from_pretrained(final).eval()
+        settings = recipe.get("eval") or {}
+        with torch.no_grad():
+            results["scores"]["trained"] = evaluate(trained, processor, world, output / "eval", settings, "trained",
+                                                    tasks)
+            results["scores"]["blind"] = evaluate(blind(trained), processor, world, output / "eval", settings,
+                                                  "blind", tasks)
+            torch.manual_seed(0)
+            untrained = XSamForSegmentation(XSamConfig.from_pretrained(final)).eval()
+            results["scores"]["untrained"] = evaluate(untrained, processor, world, output / "eval", settings,
+                                                      "untrained", tasks)
+    results["eval_s"] = time.time() - start
+    (output / "results.json").write_text(json.dumps(results, indent=1, default=str), encoding="utf-8")
+    (output / "RESULTS.md").write_text(results_markdown(results), encoding="utf-8")
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--recipe", default="ci", help="ci, default or a YAML path")
+    parser.add_argument("--output", required=True)
+    parser.add_argument("--no-eval", action="store_true")
+    parser.add_argument("--eval-limit", type=int, default=None, help="validation images per task")
+    parser.add_argument("--steps-scale", type=float, default=1.0, help="multiply every stage's max_steps")
+    parser.add_argument("--tasks", default=None, help="comma-separated subset of " + ",".join(EVAL_TASKS))
+    args = parser.parse_args(argv)
+    results = run(args.recipe, args.output, evaluate_models=not args.no_eval,
+                  tasks=args.tasks.split(",") if args.tasks else None, steps_scale=args.steps_scale,
+                  eval_limit=args.eval_limit)
+    print(results_markdown(results))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
