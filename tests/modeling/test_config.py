@@ -111,3 +111,22 @@ def test_bad_config_values_are_rejected():
         XSamConfig.from_preset("tiny", stage="s4")
     with pytest.raises(ValueError, match="3 feature levels"):
         XSamConfig.from_preset("tiny", connector_feature_layers=[4, 8])
+
+
+def test_transformers_own_remote_code_export_copies_only_sibling_files(tmp_path):
+    """`register_for_auto_class` follows relative imports: the config module must not name a non-sibling."""
+    from xsam_hf import XSamForSegmentation
+
+    config = XSamConfig.from_preset("tiny")
+    model = XSamForSegmentation(config)
+    try:
+        XSamConfig.register_for_auto_class()
+        XSamForSegmentation.register_for_auto_class("AutoModel")
+        model.save_pretrained(tmp_path)
+    finally:
+        XSamConfig._auto_class = None
+        XSamForSegmentation._auto_class = None
+    copied = {p.name for p in tmp_path.glob("*.py")}
+    assert {"configuration_xsam.py", "modeling_xsam.py"} <= copied
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["auto_map"]["AutoModel"] == "modeling_xsam.XSamForSegmentation"

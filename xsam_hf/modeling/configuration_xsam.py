@@ -16,6 +16,7 @@ of `xsam_hf.presets`.
 
 from __future__ import annotations
 
+import importlib
 import math
 from typing import Literal
 
@@ -185,8 +186,9 @@ class XSamConfig(PreTrainedConfig):
     @classmethod
     def from_preset(cls, name: str, **overrides) -> "XSamConfig":
         """Build a named variant (`"x-sam-phi3-mini"`, `"tiny"`, ...); keyword arguments override top-level fields."""
-        from ..presets import get_preset
-
+        # Imported by absolute name at call time: a relative import here makes transformers' remote-code export
+        # (`register_for_auto_class`) look for a `presets.py` next to this file.
+        get_preset = importlib.import_module("xsam_hf.presets").get_preset
         return cls(**{**get_preset(name)["config"], **overrides})
 
 
