@@ -1,12 +1,13 @@
 """The CI recipe (xsam_hf/synthetic/recipes/ci.yaml) end to end: world -> S1 -> S2 -> S3 -> `xsam eval` of every task.
 
-Asserts that every logged loss term of every stage falls (mean of the first vs the last logged window) and that the
-trained, blind and untrained models are each scored on every task. The recipe is far too short to learn the tasks,
-so the issue's "beats the blind model by 10 points" is NOT asserted here: the measured gaps are written to
-``RESULTS.md`` of the run (and printed) instead.
+Asserts that every logged loss term of every stage falls (mean of the first vs the last logged window; S1's dice
+term excepted, see below) and that the trained, blind and untrained models are each scored on every task. The recipe
+is far too short to learn the tasks, so the issue's "beats the blind model by 10 points" is NOT asserted here: the
+measured gaps are written to ``RESULTS.md`` of the run (and printed) instead.
 
 The end-to-end tests are ``slow`` (excluded from the default run): on the shared 2-core CPU the recipe took 4.3 min
-alone and over 12 min beside other jobs, above the few-minute CI budget. The driver's fast checks run by default.
+(73 s training, 170 s evaluation) on a quiet machine and over 15 min beside other jobs, above the few-minute CI
+budget. The driver's fast checks run by default.
 """
 
 from __future__ import annotations
