@@ -203,7 +203,8 @@ def results_markdown(results: dict[str, Any]) -> str:
     lines += ["", "Loss terms (mean of the first / last logged window, per stage):", ""]
     for stage, windows in results["losses"].items():
         lines.append(f"* {stage}: " + ", ".join(f"{k} {a:.3f} -> {b:.3f}" for k, (a, b) in windows.items()))
-    lines += ["", f"Recipe `{results['recipe']}` (steps {results.get('steps')}); world {results['world']}; training {results['train_s']:.0f} s, "
+    lines += ["", f"Recipe `{results['recipe']}` (steps {results.get('steps')}); world {results['world']}; "
+              f"training {results['train_s']:.0f} s, "
               f"evaluation {results['eval_s']:.0f} s; evaluation limit {results['eval'].get('limit')} images "
               f"per task; machine: {results['machine']}."]
     return "\n".join(lines) + "\n"
@@ -246,7 +247,8 @@ def run(recipe_name: str, output: str | Path, *, evaluate_models: bool = True,
         losses[entry["name"]] = loss_windows(summary["log_history"], int(recipe.get("loss_window", 3)))
     train_s = time.time() - start
     results: dict[str, Any] = {"recipe": recipe_name, "world": w, "steps_scale": steps_scale,
-                               "steps": {e["name"]: e["recipe"]["training"].get("max_steps") for e in stages}, "losses": losses, "train_s": train_s,
+                               "steps": {e["name"]: e["recipe"]["training"].get("max_steps") for e in stages},
+                               "losses": losses, "train_s": train_s,
                                "eval": recipe.get("eval") or {}, "final": str(stages[-1]["final"]),
                                "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores (shared)",
                                "scores": {"trained": {}, "untrained": {}, "blind": {}}}
