@@ -1,15 +1,17 @@
 """The demo page driven in a real headless Chromium (Debian's `chromium`, through Playwright).
 
 Starts the app in this process on a free 127.0.0.1 port with the random tiny model, uploads a photo, runs panoptic,
-referring (after a missing-prompt mistake), interactive with a click and interactive with a painted stroke, and
-checks what a person would see: the result image with its legend, the readable error, the clicked point and the
-stroke at the right original-image pixels in the downloaded JSON, and that neither the browser nor the server
-contacted anything but 127.0.0.1. Saves a full-page screenshot (demo.png in the test's tmp dir).
+referring (after a missing-prompt mistake), interactive with a click, with a dragged box and with a painted stroke,
+and checks what a person would see: the result image with its legend, the readable error, the clicked point, the
+dragged box and the stroke at the right original-image pixels in the downloaded JSON, and that neither the browser
+nor the server contacted anything but 127.0.0.1. Saves full-page screenshots (drag.png, demo.png in the test's tmp
+dir).
 
 Not skipped when the browser is missing: it fails and says how to install it (`.ci/install-browser`).
 """
 
 import contextlib
+import re
 import socket
 import urllib.parse
 from pathlib import Path
@@ -195,6 +197,44 @@ def test_every_path_in_a_real_browser(random_tiny, monkeypatch, tmp_path):
             assert f"point ({point[0]:.0f}, {point[1]:.0f})" in page.locator("#clicks-summary").inner_text()
             width, height = _result_image_size(page)
             assert width == 600 and height >= 400
+
+            # Interactive with a dragged box: press, move, release across a known region of the shown image; the box
+            # lands in original-image pixels, and the drag adds no point (its trailing click is not a select).
+            page.locator("#clear-prompts").click()
+            expect(page.locator("#clicks-summary")).to_contain_text("No clicked prompts yet")
+            box = shown.bounding_box()  # re-measured: the marked image replaced the shown one
+            scale = min(box["width"] / natural_width, box["height"] / natural_height)
+            left = box["x"] + (box["width"] - natural_width * scale) / 2
+            top = box["y"] + (box["height"] - natural_height * scale) / 2
+            start = (left + 0.20 * natural_width * scale, top + 0.25 * natural_height * scale)
+            end = (left + 0.65 * natural_width * scale, top + 0.80 * natural_height * scale)
+            page.mouse.move(*start)
+            page.mouse.down()
+            page.mouse.move((start[0] + end[0]) / 2, (start[1] + end[1]) / 2, steps=4)
+            page.mouse.move(*end, steps=4)
+            page.mouse.up()
+            expected_box = [(start[0] - left) / scale, (start[1] - top) / scale, (end[0] - left) / scale,
+                            (end[1] - top) / scale]
+            expect(page.locator("#clicks-summary")).to_contain_text("box (")
+            assert "point (" not in page.locator("#clicks-summary").inner_text()
+            dragged = _run_and_read_json(page)
+            assert dragged["request"]["points"] == [], dragged["request"]
+            (dragged_box,) = dragged["request"]["boxes"]
+            assert all(abs(got - want) <= 1.5 for got, want in zip(dragged_box, expected_box)), (dragged_box,
+                                                                                                expected_box)
+            page.screenshot(path=str(tmp_path / "drag.png"), full_page=True)
+            # The two-click box still works beside the drag: Box mode, a click on each opposite corner.
+            page.get_by_label("Box (two clicks: opposite corners)").check()
+            page.mouse.click(*end)
+            expect(page.locator("#clicks-summary")).to_contain_text("click the opposite corner")
+            page.mouse.click(*start)
+            expect(page.locator("#clicks-summary")).not_to_contain_text("opposite corner")
+            lines = page.locator("#clicks-summary li").all_inner_texts()
+            assert len(lines) == 2, lines
+            dragged_shown, clicked_shown = ([float(n) for n in re.findall(r"-?\d+", line)] for line in lines)
+            # The same region both ways (Gradio rounds a click to whole pixels: within 1 px).
+            assert len(clicked_shown) == 4, lines
+            assert all(abs(a - b) <= 1 for a, b in zip(dragged_shown, clicked_shown)), lines
 
             # Interactive with a painted stroke instead: the brush layer comes back as one scribble on the image.
             page.locator("#clear-prompts").click()

@@ -10,11 +10,13 @@ from pycocotools import mask as mask_utils
 
 from xsam_hf.demo.canvas import (
     ClickPrompts,
+    add_box,
     add_click,
     describe_clicks,
     draw_click_markers,
     gather_visual_prompts,
     painted_masks,
+    parse_dragged_box,
     scribble_polylines,
 )
 from xsam_hf.demo.results import caption_html, legend_html, request_record, result_record
@@ -31,6 +33,25 @@ def test_two_clicks_in_box_mode_make_one_normalised_box_and_points_accumulate():
     assert "point (3, 4)" in describe_clicks(clicks) and "box (10, 40) - (50, 90)" in describe_clicks(clicks)
     with pytest.raises(ValueError, match="click mode"):
         add_click(clicks, 1, 1, "lasso")
+
+
+def test_a_dragged_box_is_read_clamped_to_the_image_and_added_as_xyxy():
+    # As the page's script reports a drag from lower right to upper left, partly outside the 300 x 200 image.
+    reported = '{"box": [320.5, 150.25, 40, -12], "stamp": 1}'
+    box = parse_dragged_box(reported, (300, 200))
+    assert box == (40.0, 0.0, 300.0, 150.25)
+    clicks = add_box(add_click(ClickPrompts(), 7, 8, "box"), box)
+    assert clicks.boxes == ((40.0, 0.0, 300.0, 150.25),) and clicks.pending_corner == (7.0, 8.0)
+    assert "box (40, 0) - (300, 150)" in describe_clicks(clicks)
+    assert add_box(ClickPrompts(), (9, 8, 1, 2)).boxes == ((1.0, 2.0, 9.0, 8.0),)
+
+
+@pytest.mark.parametrize("reported", [
+    "", None, "not json", '{"box": [1, 2, 3]}', '{"corners": [1, 2, 3, 4]}', '{"box": [5, 5, 5.4, 90]}',
+    '{"box": ["a", 1, 2, 3]}', '{"box": [NaN, 1, 20, 30]}', '{"box": [400, 10, 500, 90]}', "[1, 2, 3, 4]",
+])
+def test_a_malformed_or_empty_drag_report_adds_no_box(reported):
+    assert parse_dragged_box(reported, (300, 200)) is None
 
 
 def test_markers_are_drawn_at_the_original_pixel_without_resizing():

@@ -36,10 +36,12 @@ from ..pipelines import GENERATIVE_TASKS  # noqa: E402
 from .canvas import (  # noqa: E402
     ClickPrompts,
     VisualPromptArguments,
+    add_box,
     add_click,
     describe_clicks,
     draw_click_markers,
     gather_visual_prompts,
+    parse_dragged_box,
 )
 from .results import caption_html, legend_html, request_record, result_record  # noqa: E402
 
@@ -73,7 +75,65 @@ PAGE_CSS = """
 .xsam-legend li { display: flex; align-items: center; gap: 6px; }
 .xsam-swatch { display: inline-block; width: 14px; height: 14px; border-radius: 3px; }
 .xsam-caption mark { padding: 0 2px; border-radius: 3px; color: inherit; }
+#input-image img, #prompt-image img { -webkit-user-drag: none; user-select: none; }
 """
+# Images whose drags become box prompts, each with the hidden textbox the page's script reports a drag into.
+DRAG_TARGETS = {"input-image": "input-image-drag", "prompt-image": "prompt-image-drag"}
+# A press-move-release on an image is a box drag once the pointer moved this many CSS pixels; less is a click.
+DRAG_MIN_PX = 6
+# Gradio's image component reports clicks (select events), not drags, so the page listens itself: a pointer
+# pressed on one of the images and released after moving is a box, converted from screen to ORIGINAL-image pixels
+# (the image is fitted into its element keeping its aspect ratio, centred, like Gradio's own click mapping) and
+# written into that image's hidden textbox, whose change event adds the box on the Python side. The click that the
+# browser fires after such a drag is swallowed, so a drag does not also add a point. Inline, no remote script.
+DRAG_SCRIPT = """
+() => {
+  const targets = %(targets)s;
+  const minimum = %(minimum)d;
+  let pressed = null;
+  let swallowClick = false;
+  const imageOf = (event) => {
+    for (const id of Object.keys(targets)) {
+      const image = event.target.closest && event.target.closest(`#${id} img`);
+      if (image && image.naturalWidth > 0) return [id, image];
+    }
+    return null;
+  };
+  const toImagePixels = (image, clientX, clientY) => {
+    const rect = image.getBoundingClientRect();
+    const scale = Math.min(rect.width / image.naturalWidth, rect.height / image.naturalHeight);
+    const left = rect.left + (rect.width - image.naturalWidth * scale) / 2;
+    const top = rect.top + (rect.height - image.naturalHeight * scale) / 2;
+    const clamp = (value, high) => Math.min(Math.max(value, 0), high);
+    return [clamp((clientX - left) / scale, image.naturalWidth), clamp((clientY - top) / scale, image.naturalHeight)];
+  };
+  document.addEventListener("dragstart", (event) => { if (imageOf(event)) event.preventDefault(); }, true);
+  document.addEventListener("pointerdown", (event) => {
+    const hit = event.button === 0 ? imageOf(event) : null;
+    pressed = hit ? {id: hit[0], image: hit[1], x: event.clientX, y: event.clientY} : null;
+  }, true);
+  document.addEventListener("pointerup", (event) => {
+    const start = pressed;
+    pressed = null;
+    if (!start) return;
+    if (Math.abs(event.clientX - start.x) < minimum && Math.abs(event.clientY - start.y) < minimum) return;
+    swallowClick = true;
+    setTimeout(() => { swallowClick = false; }, 0);
+    const [x0, y0] = toImagePixels(start.image, start.x, start.y);
+    const [x1, y1] = toImagePixels(start.image, event.clientX, event.clientY);
+    const field = document.querySelector(`#${targets[start.id]} textarea, #${targets[start.id]} input`);
+    if (!field) return;
+    // The stamp makes the same box dragged twice still a change.
+    field.value = JSON.stringify({box: [x0, y0, x1, y1], stamp: Date.now()});
+    field.dispatchEvent(new Event("input", {bubbles: true}));
+  }, true);
+  document.addEventListener("pointercancel", () => { pressed = null; }, true);  // e.g. a touch became a scroll
+  document.addEventListener("click", (event) => {
+    if (swallowClick && imageOf(event)) { event.stopPropagation(); event.preventDefault(); }
+    swallowClick = false;
+  }, true);
+}
+""" % {"targets": json.dumps(DRAG_TARGETS), "minimum": DRAG_MIN_PX}
 
 
 def offline_theme() -> gr.themes.Base:
@@ -207,7 +267,7 @@ def build_app(loaded: LoadedModel, device: str = "cpu") -> gr.Blocks:
 
         with gr.Row():
             with gr.Column(scale=1):
-                image = gr.Image(label="Image (click to place points or box corners)", type="pil", format="png",
+                image = gr.Image(label="Image (click a point, drag a box)", type="pil", format="png",
                                  sources=["upload", "clipboard"], elem_id="input-image", height=420)
                 task = gr.Radio(TASK_CHOICES, value="panoptic", label="Task", elem_id="task")
                 classes_text = gr.Textbox(label="Class names (comma-separated)", value="person, sky, grass",
@@ -218,7 +278,8 @@ def build_app(loaded: LoadedModel, device: str = "cpu") -> gr.Blocks:
                                          elem_id="prompt")
                 with gr.Group(visible=False) as visual_group:
                     click_mode = gr.Radio([("Point", "point"), ("Box (two clicks: opposite corners)", "box")],
-                                          value="point", label="A click on the image adds", elem_id="click-mode")
+                                          value="point", label="A click on the image adds (a drag: a box)",
+                                          elem_id="click-mode")
                     clicks_summary = gr.Markdown(describe_clicks(ClickPrompts()), elem_id="clicks-summary")
                     clear_prompts = gr.Button("Clear visual prompts", size="sm", elem_id="clear-prompts")
                     with gr.Accordion("Paint scribbles or masks", open=False):
@@ -231,9 +292,13 @@ def build_app(loaded: LoadedModel, device: str = "cpu") -> gr.Blocks:
                         )
                 with gr.Accordion("Cross-image VGD: prompts on a second image", open=False,
                                   visible=False) as cross_group:
-                    prompt_image = gr.Image(label="Prompt image (click here; painting switches to it)", type="pil",
-                                            format="png", sources=["upload", "clipboard"], elem_id="prompt-image")
+                    prompt_image = gr.Image(label="Prompt image (click or drag here; painting switches to it)",
+                                            type="pil", format="png", sources=["upload", "clipboard"],
+                                            elem_id="prompt-image")
                     prompt_clicks_summary = gr.Markdown(describe_clicks(ClickPrompts()))
+                # Rendered but hidden: the page's script writes each dragged box here (see DRAG_SCRIPT).
+                image_drag = gr.Textbox(visible="hidden", elem_id=DRAG_TARGETS["input-image"])
+                prompt_image_drag = gr.Textbox(visible="hidden", elem_id=DRAG_TARGETS["prompt-image"])
                 names_text = gr.Textbox(label="Names for the VGD prompts (comma-separated, optional)",
                                         visible=False, elem_id="names")
                 threshold = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Score threshold", elem_id="threshold")
@@ -297,6 +362,19 @@ def build_app(loaded: LoadedModel, device: str = "cpu") -> gr.Blocks:
         prompt_image.select(on_click, [prompt_original, prompt_clicks, click_mode],
                             [prompt_image, prompt_clicks, prompt_clicks_summary], queue=False)
 
+        def on_drag(reported: str, clean, placed: ClickPrompts):
+            if clean is None:
+                return gr.update(), placed, gr.update()
+            box = parse_dragged_box(reported, clean.size)
+            if box is None:
+                return gr.update(), placed, gr.update()
+            placed = add_box(placed, box)
+            return draw_click_markers(clean, placed), placed, describe_clicks(placed)
+
+        image_drag.change(on_drag, [image_drag, original, clicks], [image, clicks, clicks_summary], queue=False)
+        prompt_image_drag.change(on_drag, [prompt_image_drag, prompt_original, prompt_clicks],
+                                 [prompt_image, prompt_clicks, prompt_clicks_summary], queue=False)
+
         def on_clear_prompts(clean, second_clean):
             empty = ClickPrompts()
             editor_background = second_clean if second_clean is not None else clean
@@ -346,7 +424,7 @@ def launch(app: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, block: boo
     app.launch(
         server_name=host, server_port=port, share=False, inbrowser=False, show_error=True, ssr_mode=False,
         pwa=False, mcp_server=False, enable_monitoring=False, footer_links=[], theme=offline_theme(),
-        css=PAGE_CSS, prevent_thread_lock=not block, quiet=not block,
+        css=PAGE_CSS, js=DRAG_SCRIPT, prevent_thread_lock=not block, quiet=not block,
     )
 
 

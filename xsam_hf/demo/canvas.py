@@ -25,8 +25,9 @@ MAX_SCRIBBLE_POINTS = 64
 
 @dataclass(frozen=True)
 class ClickPrompts:
-    """Points and boxes placed by clicking on one image. A box takes two clicks (opposite corners), because an
-    image component reports clicks, not drags; `pending_corner` holds the first corner until the second comes."""
+    """Points and boxes placed on one image: a box comes from a drag (the page's script reports it, see
+    `parse_dragged_box`) or from two clicks on opposite corners; `pending_corner` holds the first corner until the
+    second click comes."""
 
     points: tuple[Point, ...] = ()
     boxes: tuple[Box, ...] = ()
@@ -47,6 +48,35 @@ def add_click(clicks: ClickPrompts, x: float, y: float, mode: ClickMode) -> Clic
     (x0, y0), (x1, y1) = clicks.pending_corner, (float(x), float(y))
     box = (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
     return replace(clicks, boxes=clicks.boxes + (box,), pending_corner=None)
+
+
+def add_box(clicks: ClickPrompts, box: Box) -> ClickPrompts:
+    """The prompts with one more box (any two opposite corners, original-image pixels), stored as XYXY."""
+    x0, y0, x1, y1 = (float(value) for value in box)
+    ordered = (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
+    return replace(clicks, boxes=clicks.boxes + (ordered,))
+
+
+def parse_dragged_box(text: str | None, size: tuple[int, int]) -> Box | None:
+    """The box a drag on the image reported, as the page's script writes it (JSON with "box": [x0, y0, x1, y1] in
+    original-image pixels), clamped to the image of `size` (width, height); None for an empty or malformed value or
+    a box with no area, so a stray event never adds a prompt."""
+    import json
+    import math
+
+    try:
+        corners = json.loads(text or "")["box"]
+        x0, y0, x1, y1 = (float(value) for value in corners)
+    except (ValueError, TypeError, KeyError):
+        return None
+    if not all(math.isfinite(value) for value in (x0, y0, x1, y1)):
+        return None
+    width, height = size
+    x0, x1 = sorted((min(max(x0, 0.0), width), min(max(x1, 0.0), width)))
+    y0, y1 = sorted((min(max(y0, 0.0), height), min(max(y1, 0.0), height)))
+    if x1 - x0 < 1 or y1 - y0 < 1:
+        return None
+    return (x0, y0, x1, y1)
 
 
 def describe_clicks(clicks: ClickPrompts) -> str:
