@@ -1,4 +1,4 @@
-"""The `xsam` command: `xsam segment | train | eval | convert | demo`.
+"""The `xsam` command: `xsam segment | train | eval | convert | demo | synth`.
 
 Each subcommand's work lives in its own module; this file only parses arguments and dispatches.
 """
@@ -17,6 +17,7 @@ DELEGATED_COMMANDS = {
     "eval": ("xsam_hf.evaluation.runner", "main", "Evaluate a model on a data set: xsam eval --help"),
     "convert": ("xsam_hf.convert", "main", "Convert an official X-SAM checkpoint: xsam convert --help"),
     "demo": ("xsam_hf.demo.app", "main", "Serve the web demo on 127.0.0.1: xsam demo --help"),
+    "synth": ("xsam_hf.synthetic.__main__", "main", "Write the synthetic world's data sets: xsam synth --help"),
 }
 
 
