@@ -16,7 +16,6 @@ of `xsam_hf.presets`.
 
 from __future__ import annotations
 
-import importlib
 import math
 from typing import Literal
 
@@ -186,9 +185,8 @@ class XSamConfig(PreTrainedConfig):
     @classmethod
     def from_preset(cls, name: str, **overrides) -> "XSamConfig":
         """Build a named variant (`"x-sam-phi3-mini"`, `"tiny"`, ...); keyword arguments override top-level fields."""
-        # Imported by absolute name at call time: a relative import here makes transformers' remote-code export
-        # (`register_for_auto_class`) look for a `presets.py` next to this file.
-        get_preset = importlib.import_module("xsam_hf.presets").get_preset
+        from .presets import get_preset  # a sibling, so remote-code exports carry it along
+
         return cls(**{**get_preset(name)["config"], **overrides})
 
 

@@ -15,7 +15,7 @@ from transformers.image_processing_utils import BaseImageProcessor
 from transformers.processing_utils import ProcessorMixin
 
 from ..modeling.spans import condition_ids, seg_ids
-from ..presets import get_preset
+from ..modeling.presets import get_preset
 from .chat_template import (
     ADDED_TOKENS,
     IGNORE_INDEX,
