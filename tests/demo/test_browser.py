@@ -139,6 +139,8 @@ def test_every_path_in_a_real_browser(random_tiny, monkeypatch, tmp_path):
             page.on("request", lambda request: requested.append(request.url))
             page.on("websocket", lambda websocket: requested.append(websocket.url))
             page.set_default_timeout(30_000)
+            # expect() has its own 5 s default; a first page load on a loaded 2-core machine can take longer
+            expect.set_options(timeout=30_000)
             page.goto(url)
             expect(page.locator("#random-weights-notice")).to_contain_text("RANDOM weights")
 
