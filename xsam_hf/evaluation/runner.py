@@ -89,7 +89,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import re
 import sys
@@ -105,7 +104,7 @@ import torch
 from ..default_model import RANDOM_WEIGHTS_NOTICE, load_model
 from ..training.data import CorruptRecordError, ExampleSource
 from .interactive import PROMPT_TYPES
-from .table import format_results_table
+from .table import format_results_table, percent_table
 from .tasks import (
     DATA_SPECS,
     TASK_ADAPTERS,
@@ -601,17 +600,8 @@ def table2_markdown(runs: Sequence[Mapping[str, Any]], digits: int = 1) -> str:
                 if (benchmark, metric) not in columns:
                     columns.append((benchmark, metric))
                 row[(benchmark, metric)] = _lookup(entry, metric)
-    lines = [
-        "| Model | " + " | ".join(f"{benchmark} {metric}" for benchmark, metric in columns) + " |",
-        "|---|" + "---:|" * len(columns),
-    ]
-    for model, row in rows.items():
-        cells = []
-        for column in columns:
-            value = row.get(column)
-            cells.append("-" if value is None or math.isnan(value) else f"{100 * value:.{digits}f}")
-        lines.append(f"| {model} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    names = [f"{benchmark} {metric}" for benchmark, metric in columns]
+    return percent_table("Model", names, rows, columns, digits)
 
 
 def results_markdown(document: Mapping[str, Any]) -> str:

@@ -39,14 +39,28 @@ def format_results_table(results: Mapping[str, Mapping[str, Any]], digits: int =
     columns: list[str] = []
     for flat in rows.values():
         columns.extend(name for name in flat if name not in columns)
+    return percent_table("Benchmark", columns, rows, columns, digits)
+
+
+def percent_table(
+    row_header: str,
+    column_names: list[str],
+    rows: Mapping[str, Mapping[Any, float | None]],
+    column_keys: list[Any],
+    digits: int = 1,
+) -> str:
+    """A Markdown table of fractions shown as percentages; a missing or NaN value is "-".
+
+    ``rows`` maps a row label to ``{column key: value}``; ``column_keys[i]`` is the key of ``column_names[i]``.
+    """
     lines = [
-        "| Benchmark | " + " | ".join(columns) + " |",
-        "|---|" + "---:|" * len(columns),
+        f"| {row_header} | " + " | ".join(column_names) + " |",
+        "|---|" + "---:|" * len(column_names),
     ]
-    for benchmark, flat in rows.items():
+    for label, values in rows.items():
         cells = []
-        for column in columns:
-            value = flat.get(column)
+        for key in column_keys:
+            value = values.get(key)
             cells.append("-" if value is None or math.isnan(value) else f"{100 * value:.{digits}f}")
-        lines.append(f"| {benchmark} | " + " | ".join(cells) + " |")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
