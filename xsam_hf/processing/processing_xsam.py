@@ -55,7 +55,7 @@ from .visual_prompts import bounding_box, mask_to_canvas, rasterize
 
 # The released model's tokenizer (not shipped: pass it to `from_preset` when offline).
 PHI3_TOKENIZER_ID = "microsoft/Phi-3-mini-4k-instruct"
-TINY_TOKENIZER_ASSET = "assets/tokenizers/tiny"
+SHIPPED_TOKENIZERS_DIR = "assets/tokenizers"  # "tiny" (the golden case's) and "world" (the synthetic world's)
 
 # Arguments that are lists for ONE sample (a flat list of names is shared by the whole batch).
 _LIST_VALUED = {"categories", "stuff_categories", "phrases", "prompt_names"}
@@ -775,8 +775,8 @@ def _per_sample(value: Any, batch_size: int, batched: bool, name: str, list_valu
 
 
 def _default_tokenizer(name: str, shipped: str | None) -> PreTrainedTokenizerBase:
-    if shipped == "tiny":
-        with resources.as_file(resources.files("xsam_hf").joinpath(TINY_TOKENIZER_ASSET)) as path:
+    if shipped in ("tiny", "world"):
+        with resources.as_file(resources.files("xsam_hf").joinpath(SHIPPED_TOKENIZERS_DIR, shipped)) as path:
             return AutoTokenizer.from_pretrained(str(path))
     hub_id = shipped or PHI3_TOKENIZER_ID
     try:

@@ -232,7 +232,7 @@ def run(recipe_name: str, output: str | Path, *, evaluate_models: bool = True,
     output = Path(output)
     world = output / "world"
     w = recipe["world"]
-    manifest = write_world(world, int(w["seed"]), int(w["train"]), int(w["val"]))
+    manifest = write_world(world, int(w["seed"]), int(w["train"]), int(w["val"]), workers=os.cpu_count() or 1)
     start = time.time()
     losses, summaries = {}, {}
     stages = stage_recipes(recipe, world, output / "runs", manifest)
