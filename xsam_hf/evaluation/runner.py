@@ -17,13 +17,22 @@ Usage (``--data`` takes the task's paths in this order, or as ``name=PATH``; ``n
                                         [categories=instances_val2017.json] --output out/
     xsam eval --task vgd         --data img_vgdseg_coco_val.json val2017 [categories=instances_val2017.json] \\
                                         [generate_from=instances_val2017.json] --output out/
+    xsam eval --task vgd         --data vgd/img_vgdseg_cross_val.json images/val \\
+                                        [categories=panoptic/annotations/instances_val.json] --output out/
     xsam eval --task conversation --data llava_eval.json images --output out/
 
 Common options: ``--model DIR_OR_ID`` (default: the embedded default model, else the seeded random tiny preset,
 announced as such), ``--batch-size N`` (samples per model call), ``--limit N`` (the first N images),
 ``--thresholds official|default`` (official: the evaluation thresholds of architecture notes §5),
 ``--max-new-tokens`` (GCG / conversation, official 512), ``--caption-metrics METEOR,CIDEr|none`` (GCG; both need
-Java), ``--benchmark NAME`` (default: the data set's name), ``--model-name`` (the table row label).
+Java), ``--benchmark NAME`` (default: the data set's name), ``--model-name`` (the table row label), ``--blind``
+(every image feature zeroed, :mod:`.blind`: what the model scores without seeing the images; recorded as
+``meta.blind`` and a " (blind)" suffix on the default model name).
+
+Cross-image VGD: ``--task vgd`` on a file whose entries carry ``prompts`` (the synthetic world's
+``vgd/img_vgdseg_cross_val.json``, format in :mod:`xsam_hf.synthetic.cross_image`) is detected from the file; each
+prompt is drawn on its own image (in the same image folder), which the processor passes to the model as
+``region_pixel_values``. The benchmark is named after the file (``img_vgdseg_cross_val``); results as for COCO-VGD.
 
 What is evaluated, per task (the per-task adapters are in :mod:`.tasks`): panoptic -> PQ (+SQ, RQ, things / stuff);
 semantic -> mIoU (+fwIoU, mACC, pACC); instance -> COCO mask AP; ovseg -> PQ, mIoU and AP from one forward;
@@ -66,7 +75,8 @@ metric has no sample)::
           "_dataset": "<data set name>", "_split": "val"   # _split only where the loader knows it
         }
       },
-      "meta": {"task", "benchmark", "data", "model_source", "random_weights", "thresholds", "prompt", "protocol",
+      "meta": {"task", "benchmark", "data", "model_source", "random_weights", "blind", "thresholds", "prompt",
+               "protocol",
                "batch_size", "limit", "max_new_tokens", "caption_metrics", "num_images" (after --limit),
                "num_images_in_data", "num_evaluated_images", "num_samples",
                "skipped": {"total", "by_reason", "first"}, "dropped_annotations", "loader_skips", "versions",
@@ -94,6 +104,7 @@ import re
 import sys
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -103,6 +114,7 @@ import torch
 
 from ..default_model import RANDOM_WEIGHTS_NOTICE, load_model
 from ..training.data import CorruptRecordError, ExampleSource
+from .blind import blinded
 from .interactive import PROMPT_TYPES
 from .table import format_results_table, percent_table
 from .tasks import (
@@ -158,6 +170,7 @@ class EvalSettings:
     model_name: str | None = None
     overwrite: bool = False
     progress: bool = True
+    blind: bool = False
 
     def __post_init__(self) -> None:
         self.output_dir = Path(self.output_dir)
@@ -478,6 +491,7 @@ def run_evaluation(model: torch.nn.Module, processor: Any, settings: EvalSetting
         "dtype": str(dtype),
         "thresholds": settings.thresholds,
         "max_new_tokens": settings.max_new_tokens if adapter.generative else None,
+        **({"blind": True} if settings.blind else {}),  # absent when False: earlier runs still resume
     }
     store = PredictionStore(settings.output_dir, config, overwrite=settings.overwrite)
     try:
@@ -485,7 +499,8 @@ def run_evaluation(model: torch.nn.Module, processor: Any, settings: EvalSetting
         progress = tqdm(total=total, initial=total - len(pending), unit="image", desc=f"xsam eval {settings.task}",
                         disable=not settings.progress, dynamic_ncols=True)
         try:
-            _evaluate_pending(model, processor, adapter, source, settings, store, pending, progress)
+            with blinded(model) if settings.blind else nullcontext():
+                _evaluate_pending(model, processor, adapter, source, settings, store, pending, progress)
         finally:
             progress.close()
         metrics, summary = _fold(adapter, store.read(range(total)))
@@ -496,7 +511,8 @@ def run_evaluation(model: torch.nn.Module, processor: Any, settings: EvalSetting
     if adapter.split is not None:
         entry["_split"] = adapter.split
     document = {
-        "model": settings.model_name or model_source,
+        # a blind run is its own row in the tables, not merged into the model's
+        "model": settings.model_name or (f"{model_source} (blind)" if settings.blind else model_source),
         "results": {benchmark: entry},
         "meta": {
             "format_version": FORMAT_VERSION,
@@ -505,6 +521,7 @@ def run_evaluation(model: torch.nn.Module, processor: Any, settings: EvalSetting
             "data": settings.data,
             "model_source": model_source,
             "random_weights": random_weights,
+            "blind": settings.blind,
             "thresholds": {"setting": settings.thresholds, "values": adapter.thresholds_used()},
             "prompt": dict(adapter.prompt),
             "protocol": adapter.protocol,
@@ -610,6 +627,8 @@ def results_markdown(document: Mapping[str, Any]) -> str:
     model_line = f"Model: `{meta['model_source']}`"
     if meta.get("random_weights"):
         model_line += " (RANDOM weights: the scores are meaningless)"
+    if meta.get("blind"):
+        model_line += " (BLIND: every image feature zeroed)"
     lines += [model_line, f"Thresholds: {meta['thresholds']['setting']}. Images: {meta['num_evaluated_images']} "
               f"evaluated, {meta['skipped']['total']} skipped, of {meta['num_images']}.", ""]
     lines += ["## Table 2 layout (percent)", "", table2_markdown([document]), ""]
@@ -625,7 +644,8 @@ def results_markdown(document: Mapping[str, Any]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    data_help = "\n".join(f"  {task:<13} {spec.usage()}" for task, spec in DATA_SPECS.items())
+    data_help = "\n".join(f"  {task:<13} {spec.usage()}" + (f"\n  {'':<13} ({spec.note})" if spec.note else "")
+                          for task, spec in DATA_SPECS.items())
     parser = argparse.ArgumentParser(
         prog="xsam eval",
         description="Evaluate an X-SAM model on a benchmark (resumable; see the module docs of "
@@ -649,6 +669,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     parser.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto")
     parser.add_argument("--overwrite", action="store_true", help="discard earlier predictions in --output")
+    parser.add_argument("--blind", action="store_true",
+                        help="zero every image feature (SigLIP, SAM, decoder pyramid): the score without the images")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
@@ -698,7 +720,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             task=args.task, data=data, output_dir=args.output, batch_size=args.batch_size, limit=args.limit,
             thresholds=args.thresholds, max_new_tokens=args.max_new_tokens, caption_metrics=caption_metrics,
             benchmark=args.benchmark, model_name=args.model_name, overwrite=args.overwrite,
-            progress=not args.no_progress,
+            progress=not args.no_progress, blind=args.blind,
         )
     except ValueError as error:
         parser.error(str(error))

@@ -23,6 +23,8 @@ Deterministic choices where the official evaluation draws at random (§5: "eval 
   the visual prompt of its FIRST instance (annotation order) that has a prompt of the type being evaluated. A
   category none of whose instances has that prompt type cannot be prompted; its references leave that prompt type's
   evaluation and are counted (``num_unprompted_references``).
+* Cross-image VGD (a file whose entries have ``prompts``, :mod:`xsam_hf.synthetic.cross_image`): the file fixes
+  one prompt per category, drawn on another image; per prompt type, every category whose prompt has that type.
 """
 
 from __future__ import annotations
@@ -64,7 +66,7 @@ from ..training.data import (
 )
 from ..training.data.coco_instances import CategoryTable
 from ..training.data.coco_panoptic import read_panoptic_png
-from ..training.data.json_io import load_json
+from ..training.data.json_io import iter_json_array, load_json
 from ..training.data.masks import decode_rle
 from ..training.data.schema import PROMPT_TYPES
 from ..training.data.semantic import IGNORE_ID, contiguous_category_ids, load_semantic_png, panoptic_to_semantic
@@ -91,13 +93,14 @@ class DataSpec:
     """What ``--data`` takes for one task.
 
     ``required`` and ``optional`` are paths given positionally in this order (or as ``name=PATH``); ``options`` are
-    keyword-only ``name=VALUE`` settings (``path_options`` among them are paths).
+    keyword-only ``name=VALUE`` settings (``path_options`` among them are paths). ``note`` is shown in the help only.
     """
 
     required: tuple[str, ...]
     optional: tuple[str, ...] = ()
     options: Mapping[str, str] = field(default_factory=dict)
     path_options: tuple[str, ...] = ()
+    note: str = ""
 
     def usage(self) -> str:
         parts = [name.upper() for name in self.required]
@@ -153,7 +156,9 @@ DATA_SPECS: dict[str, DataSpec] = {
                             path_options=("categories",)),
     "vgd": DataSpec(("annotations_json", "image_dir"),
                     options={"categories": "INSTANCES_JSON", "generate_from": "INSTANCES_JSON"},
-                    path_options=("categories", "generate_from")),
+                    path_options=("categories", "generate_from"),
+                    note="ANNOTATIONS_JSON is COCO-VGD, or cross-image VGD (entries with \"prompts\", e.g. "
+                         "vgd/img_vgdseg_cross_val.json): detected from the file; prompt images are in IMAGE_DIR"),
     "conversation": DataSpec(("llava_json", "image_dir")),
 }
 
@@ -636,9 +641,22 @@ class ReasoningTask(ReferringTask):
 # Interactive (per prompt type) and VGD
 
 
-def visual_prompt_from_rle(rle: Mapping[str, Any]) -> VisualPrompt:
-    """The stored (already dilated) prompt mask as a mask prompt: exactly the region the official code feeds."""
-    return VisualPrompt.mask(decode_rle(dict(rle)))
+def visual_prompt_from_rle(rle: Mapping[str, Any], image: Any = None) -> VisualPrompt:
+    """The stored (already dilated) prompt mask as a mask prompt: exactly the region the official code feeds.
+    ``image``: the image it is drawn on when not the sample's own (cross-image VGD)."""
+    return VisualPrompt.mask(decode_rle(dict(rle)), image=image)
+
+
+def is_cross_image_vgd(path: str | Path) -> bool:
+    """Whether a VGD file holds cross-image entries (with ``prompts``); reads only its first entry."""
+    path = Path(path)
+    if not path.is_file():
+        return False  # COCO-VGD still to be generated (generate_from)
+    try:
+        first = next(iter_json_array(path), None)
+    except ValueError:
+        return False  # not a list: the COCO-VGD loader reports it
+    return isinstance(first, Mapping) and "prompts" in first
 
 
 class _InteractiveFold(MetricFold):
@@ -743,11 +761,24 @@ class VGDTask(TaskAdapter):
                 "ascending category order, with the prompt of its first instance that has this prompt type; "
                 "labels map back to category ids through the prompted list")
 
+    cross_image_protocol = ("cross-image: per image and prompt type, every category whose stored prompt (one per "
+                            "category, drawn on another image, fed as that image's region) has this prompt type; "
+                            "labels map back to category ids through the prompted list")
+
     def _load(self) -> ExampleSource:
+        if is_cross_image_vgd(self.data["annotations_json"]):
+            from ..synthetic.cross_image import load_cross_image_vgd
+
+            self.protocol = self.cross_image_protocol
+            names = self.data.get("categories") or self.data.get("generate_from")
+            kwargs = {"categories": load_json(names)["categories"]} if names else {}
+            return load_cross_image_vgd(self.data["annotations_json"], self.data["image_dir"], **kwargs)
         return load_coco_vgd(self.data["annotations_json"], self.data["image_dir"],
                              categories=self.data.get("categories"), generate_from=self.data.get("generate_from"))
 
     def samples(self, example: XSamExample) -> list[EvalSample]:
+        if "prompts" in example.meta:
+            return self._cross_image_samples(example)
         samples = []
         for prompt_type in PROMPT_TYPES:
             chosen: dict[int, Any] = {}  # class index -> (object, prompt), first instance in annotation order
@@ -776,6 +807,37 @@ class VGDTask(TaskAdapter):
             }))
         return samples
 
+    def _cross_image_samples(self, example: XSamExample) -> list[EvalSample]:
+        """Prompt k (class index k) is drawn on its own image, passed to the processor as the region source."""
+        from ..processing import load_image
+
+        prompts = example.meta["prompts"]
+        images: dict[str, Any] = {}  # one object per path: the processor encodes each prompt image once per batch
+        for prompt in prompts:
+            if prompt["image_path"] not in images:
+                images[prompt["image_path"]] = load_image(prompt["image_path"])
+        samples = []
+        for prompt_type in PROMPT_TYPES:
+            chosen = [k for k, p in enumerate(prompts) if p["visual_prompts"].get(prompt_type) is not None
+                      and decode_rle(p["visual_prompts"][prompt_type]).any()]
+            if not chosen:
+                continue
+            references = [o for o in example.objects if o.class_index in chosen]
+            request = VGDRequest([visual_prompt_from_rle(prompts[k]["visual_prompts"][prompt_type],
+                                                         images[prompts[k]["image_path"]]) for k in chosen],
+                                 names=[example.class_names[k] for k in chosen])
+            samples.append(EvalSample(prompt_type, request, {
+                "prompt_type": prompt_type,
+                "prompted_category_ids": [example.class_ids[k] for k in chosen],
+                "prompted_object_ids": [str(prompts[k]["annotation_id"]) for k in chosen],
+                "prompt_image_ids": [prompts[k]["image_id"] for k in chosen],
+                "references": [{"category_id": example.class_ids[o.class_index], "iscrowd": int(o.iscrowd),
+                                "rle": o.mask} for o in references],
+                "num_unprompted_references": len(example.objects) - len(references),
+                "size": example.image_size,
+            }))
+        return samples
+
     def post_process(self, processor: Any, outputs: Any, inputs: Any) -> list[Any]:
         return processor.post_process_vgd_segmentation(
             outputs, inputs, thresholds=self.options.thresholds, return_coco_annotation=True
@@ -792,6 +854,7 @@ class VGDTask(TaskAdapter):
             "references": reference["references"],
             "num_unprompted_references": reference["num_unprompted_references"],
             "image_size": list(reference["size"]),
+            **({"prompt_image_ids": reference["prompt_image_ids"]} if "prompt_image_ids" in reference else {}),
         }
 
     def new_metrics(self) -> MetricFold:

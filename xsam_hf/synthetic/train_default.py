@@ -13,9 +13,6 @@ Output: ``DIR/world/`` (the world), ``DIR/runs/<stage>/final/`` (each stage's mo
 ``training_summary.json``), ``DIR/eval/<model>/<task>/results.json``, and ``DIR/results.json`` / ``DIR/RESULTS.md``:
 per task the headline metric of the trained model, the untrained (random, same preset) model and the blind model
 (the trained weights with every image feature zeroed: SigLIP tokens, SAM tokens and the decoder's feature pyramid).
-
-Cross-image VGD (``vgd/img_vgdseg_cross_val.json``) is not scored: ``xsam eval --task vgd`` reads only the COCO-VGD
-layout, not the cross-image pairs of :mod:`.cross_image`.
 """
 
 from __future__ import annotations
@@ -30,6 +27,8 @@ from typing import Any
 
 import torch
 import yaml
+
+from ..evaluation.blind import blind
 
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
 
@@ -47,6 +46,8 @@ EVAL_TASKS: dict[str, tuple[str, list[str], str, float]] = {
                                     "categories=panoptic/annotations/instances_val.json"], "mIoU", 75.0),
     "vgd": ("vgd", ["vgd/img_vgdseg_coco_val.json", "images/val",
                     "categories=panoptic/annotations/instances_val.json"], "AP50", 60.0),
+    "vgd_cross": ("vgd", ["vgd/img_vgdseg_cross_val.json", "images/val",
+                          "categories=panoptic/annotations/instances_val.json"], "AP50", 60.0),
     "chat": ("conversation", ["chat/llava_qa_val.json", "images/val"], "accuracy", 80.0),
 }
 
@@ -144,23 +145,6 @@ def headline(document: dict[str, Any], metric: str) -> float:
             and results.get("num_images", 0) > 0:
         value = 0.0
     return float("nan") if value is None else 100.0 * float(value)
-
-
-def blind(model: torch.nn.Module) -> torch.nn.Module:
-    """The model with every image feature zeroed (SigLIP tokens, SAM tokens, the decoder's pyramid)."""
-    original = model.get_image_features
-
-    def zeroed(*args, **kwargs):
-        features = original(*args, **kwargs)
-        for key in ("vision_tokens", "segmentation_tokens"):
-            if getattr(features, key, None) is not None:
-                setattr(features, key, torch.zeros_like(getattr(features, key)))
-        if getattr(features, "feature_pyramid", None) is not None:
-            features.feature_pyramid = tuple(torch.zeros_like(t) for t in features.feature_pyramid)
-        return features
-
-    model.get_image_features = zeroed
-    return model
 
 
 def evaluate(model, processor, world: Path, output: Path, settings: dict[str, Any], label: str,
