@@ -48,9 +48,16 @@ def _names(text: str | None) -> list[str] | None:
 
 
 def load_image(spec: str):
-    """A path, or `skimage:NAME` for a photo bundled with scikit-image (e.g. `skimage:astronaut`)."""
+    """A path, `sample:world` (the synthetic-world scene shipped with the package) or `skimage:NAME` (a photo bundled
+    with scikit-image, e.g. `skimage:astronaut`)."""
     from .processing import load_image as load_any
 
+    if spec == "sample:world":
+        from .synthetic.sample import sample_image_path
+
+        return load_any(str(sample_image_path()))
+    if spec.startswith("sample:"):
+        raise SystemExit(f"Unknown sample image {spec!r}; the package ships sample:world.")
     if spec.startswith("skimage:"):
         try:
             import skimage.data
@@ -67,11 +74,13 @@ def load_image(spec: str):
 
 def _segment_parser(sub) -> None:
     p = sub.add_parser("segment", help="Segment an image with any X-SAM task; writes PREFIX.png and PREFIX.json.")
-    p.add_argument("--image", required=True, help="image path, or skimage:NAME (e.g. skimage:astronaut)")
+    p.add_argument("--image", required=True,
+                   help="image path, sample:world (the shipped synthetic scene), or skimage:NAME (e.g. skimage:astronaut)")
     p.add_argument("--task", default="panoptic",
                    help="panoptic | semantic | instance | open_vocabulary | referring | reasoning | interactive | "
                         "vgd | gcg | chat")
-    p.add_argument("--classes", help='comma-separated category names, e.g. "person,dog,grass"')
+    p.add_argument("--classes", help='comma-separated category names, e.g. "person,dog,grass" (default with the '
+                   "embedded model: the synthetic world's classes)")
     p.add_argument("--stuff", help="comma-separated names among --classes that are stuff (merged per class)")
     p.add_argument("--prompt", action="append", help="referring expression / reasoning query / chat question "
                    "(repeat for several expressions)")
@@ -96,6 +105,7 @@ def _segment(args) -> int:
 
     from .default_model import RANDOM_WEIGHTS_NOTICE, load_model
     from .pipelines import GENERATIVE_TASKS, PIPELINE_TASK, TASK_ALIASES, segment_record
+    from .processing.prompts import GENERIC_TASKS
     from .visualization import draw_overlay
 
     image = load_image(args.image)
@@ -106,6 +116,8 @@ def _segment(args) -> int:
         print(f"WARNING: {RANDOM_WEIGHTS_NOTICE}", file=sys.stderr)
     segmenter = pipeline(PIPELINE_TASK, model=loaded.model, processor=loaded.processor, device=args.device)
     task = TASK_ALIASES.get(args.task, args.task)
+    if task in GENERIC_TASKS and args.classes is None and loaded.default_classes:
+        args.classes, args.stuff = ",".join(loaded.default_classes), ",".join(loaded.default_stuff_classes)
     prompt = args.prompt[0] if args.prompt and (len(args.prompt) == 1 or task != "referring") else args.prompt
     call = dict(
         task=task, classes=_names(args.classes), stuff_classes=_names(args.stuff), prompt=prompt,

@@ -1,8 +1,9 @@
-"""The model used when none is named: the embedded default checkpoint, or (until it ships) the random tiny preset.
+"""The model used when none is named: the embedded default checkpoint (or, in a tree without it, random weights).
 
-The embedded default is a small model trained from scratch on the package's synthetic world and shipped inside the
-package (`xsam_hf/assets/default_model/`). Until that checkpoint exists, `load_default_model` returns the `tiny`
-preset with seeded random weights and says so: its masks are noise, it only shows the whole path working offline.
+The embedded default is a small model (`world` preset) trained from scratch on the package's synthetic world and
+shipped inside the package (`xsam_hf/assets/default_model/`, written by `python -m xsam_hf.synthetic.ship`). It knows
+the world's vocabulary only: the six shapes, sky / ground / water, the eight colours and the world's relations. A
+tree without that folder falls back to the `tiny` preset with seeded random weights and says so.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ import torch
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "assets" / "default_model"
 RANDOM_WEIGHTS_NOTICE = (
-    "No trained model given and no embedded default model is shipped yet: using the 'tiny' preset with RANDOM "
-    "weights. The masks are meaningless; this only exercises the whole pipeline offline. Pass --model DIR_OR_ID."
+    "No trained model given and the embedded default model is missing from this installation: using the 'tiny' "
+    "preset with RANDOM weights. The masks are meaningless; this only exercises the whole pipeline offline. Pass "
+    "--model DIR_OR_ID."
 )
 
 
@@ -25,6 +27,16 @@ class LoadedModel:
     processor: object
     source: str
     random_weights: bool
+    # What generic segmentation segments when no classes are given (the embedded default: the world's classes).
+    default_classes: tuple[str, ...] = ()
+    default_stuff_classes: tuple[str, ...] = ()
+
+
+def embedded_default_classes() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(class names, stuff class names) of the synthetic world, which the embedded default was trained on."""
+    from .synthetic.vocabulary import CLASS_NAMES, STUFF
+
+    return tuple(CLASS_NAMES), tuple(STUFF)
 
 
 def embedded_default_available() -> bool:
@@ -41,12 +53,15 @@ def load_model(name_or_path: str | None = None, device: str | torch.device = "cp
     from .modeling.modeling_xsam import XSamForSegmentation
     from .processing import XSamProcessor
 
-    if name_or_path is None and embedded_default_available():
+    embedded = name_or_path is None and embedded_default_available()
+    if embedded:
         name_or_path = str(DEFAULT_MODEL_DIR)
     if name_or_path is not None:
         model = AutoModelForImageTextToText.from_pretrained(name_or_path, dtype=dtype)
         processor = AutoProcessor.from_pretrained(name_or_path)
-        return LoadedModel(model.to(device).eval(), processor, name_or_path, random_weights=False)
+        classes, stuff = embedded_default_classes() if embedded else ((), ())
+        return LoadedModel(model.to(device).eval(), processor, "embedded:world" if embedded else name_or_path,
+                           random_weights=False, default_classes=classes, default_stuff_classes=stuff)
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(0)  # the same random model on every run, so outputs are reproducible
     model = XSamForSegmentation(XSamConfig.from_preset("tiny"))

@@ -69,6 +69,7 @@ def test_every_task_is_scored_for_trained_blind_and_untrained(ci_run):
 # Fast checks of the driver (no training).
 @pytest.mark.parametrize("name", ["ci", "default"])
 def test_recipes_chain_s1_s2_s3_on_the_world(name, tmp_path):
+    from xsam_hf.modeling.presets import get_preset
     from xsam_hf.synthetic import recipe_sources
     from xsam_hf.synthetic.train_default import stage_recipes
 
@@ -86,7 +87,10 @@ def test_recipes_chain_s1_s2_s3_on_the_world(name, tmp_path):
     for entry in stages:
         assert entry["recipe"]["data"]["root"] == str(tmp_path / "world")
         assert entry["recipe"]["data"]["sources"]
-        assert entry["recipe"]["model"]["decoder_overrides"]["train_num_points"] <= 2048
+        model = entry["recipe"]["model"]
+        points = (model.get("decoder_overrides") or {}).get("train_num_points") \
+            or get_preset(model["preset"])["config"]["decoder_config"]["train_num_points"]
+        assert points <= 2048  # the official 12,544 costs seconds a CPU step
         assert entry["recipe"]["training"]["max_steps"] >= 1
     last_sources = {s["format"] for s in stages[-1]["recipe"]["data"]["sources"]}
     assert last_sources == {"coco_panoptic", "refcoco", "reasonseg", "gcg", "coco_vgd", "coco_interactive", "llava"}

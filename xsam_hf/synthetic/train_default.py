@@ -22,6 +22,7 @@ import copy
 import json
 import math
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -194,13 +195,21 @@ def results_markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+MODELS = ("trained", "blind", "untrained")
+
+
 def run(recipe_name: str, output: str | Path, *, evaluate_models: bool = True,
         tasks: list[str] | None = None, steps_scale: float = 1.0,
-        eval_limit: int | None = None) -> dict[str, Any]:
+        eval_limit: int | None = None, train: bool = True, models: Sequence[str] = MODELS,
+        checkpoint: str | Path | None = None, processor_path: str | Path | None = None) -> dict[str, Any]:
     """Write the world, train the recipe's stages, evaluate (trained / blind / untrained); returns the results.
 
     ``steps_scale`` multiplies every stage's ``max_steps`` (at least 1 step each), to fit a wall-clock budget;
-    ``eval_limit`` replaces the recipe's ``eval.limit`` (validation images per task)."""
+    ``eval_limit`` replaces the recipe's ``eval.limit`` (validation images per task). ``train=False`` evaluates an
+    earlier run in ``output`` (its ``results.json``); ``models`` picks which of trained / blind / untrained to score
+    now: each model's scores are kept in ``eval/<model>/scores.json``, so separate processes can score the three
+    side by side and the tables merge them. ``checkpoint`` scores another checkpoint than the last stage's (a
+    Trainer ``checkpoint-N`` folder; ``processor_path`` then names a folder with the processor)."""
     import os
     import platform
 
@@ -216,42 +225,52 @@ def run(recipe_name: str, output: str | Path, *, evaluate_models: bool = True,
     output = Path(output)
     world = output / "world"
     w = recipe["world"]
-    manifest = write_world(world, int(w["seed"]), int(w["train"]), int(w["val"]), workers=os.cpu_count() or 1)
-    start = time.time()
-    losses, summaries = {}, {}
-    stages = stage_recipes(recipe, world, output / "runs", manifest)
-    for entry in stages:
-        training = entry["recipe"]["training"]
-        if "max_steps" in training:
-            training["max_steps"] = max(1, round(int(training["max_steps"]) * steps_scale))
-    for entry in stages:
-        print(f"[train_default] stage {entry['name']} ({entry['recipe']['stage']})", flush=True)
-        summary = run_training(entry["recipe"])
-        summaries[entry["name"]] = summary
-        losses[entry["name"]] = loss_windows(summary["log_history"], int(recipe.get("loss_window", 3)))
-    train_s = time.time() - start
-    results: dict[str, Any] = {"recipe": recipe_name, "world": w, "steps_scale": steps_scale,
-                               "steps": {e["name"]: e["recipe"]["training"].get("max_steps") for e in stages},
-                               "losses": losses, "train_s": train_s,
-                               "eval": recipe.get("eval") or {}, "final": str(stages[-1]["final"]),
-                               "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores (shared)",
-                               "scores": {"trained": {}, "untrained": {}, "blind": {}}}
+    if train:
+        manifest = write_world(world, int(w["seed"]), int(w["train"]), int(w["val"]), workers=os.cpu_count() or 1)
+        start = time.time()
+        losses = {}
+        stages = stage_recipes(recipe, world, output / "runs", manifest)
+        for entry in stages:
+            training = entry["recipe"]["training"]
+            if "max_steps" in training:
+                training["max_steps"] = max(1, round(int(training["max_steps"]) * steps_scale))
+        for entry in stages:
+            print(f"[train_default] stage {entry['name']} ({entry['recipe']['stage']})", flush=True)
+            summary = run_training(entry["recipe"])
+            losses[entry["name"]] = loss_windows(summary["log_history"], int(recipe.get("loss_window", 3)))
+        results: dict[str, Any] = {
+            "recipe": recipe_name, "world": w, "steps_scale": steps_scale,
+            "steps": {e["name"]: e["recipe"]["training"].get("max_steps") for e in stages},
+            "losses": losses, "train_s": time.time() - start, "eval": recipe.get("eval") or {},
+            "final": str(stages[-1]["final"]), "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores",
+            "scores": {m: {} for m in MODELS}}
+    else:
+        results = json.loads((output / "results.json").read_text(encoding="utf-8"))
+        results["eval"] = recipe.get("eval") or {}
+    final = Path(checkpoint or results["final"])
+    if checkpoint is not None:
+        results["checkpoint"] = str(checkpoint)
     start = time.time()
     if evaluate_models:
-        final = stages[-1]["final"]
-        processor = XSamProcessor.from_pretrained(final)
-        trained = XSamForSegmentation.from_pretrained(final).eval()
+        processor = XSamProcessor.from_pretrained(processor_path or final)
         settings = recipe.get("eval") or {}
         with torch.no_grad():
-            results["scores"]["trained"] = evaluate(trained, processor, world, output / "eval", settings, "trained",
-                                                    tasks)
-            results["scores"]["blind"] = evaluate(blind(trained), processor, world, output / "eval", settings,
-                                                  "blind", tasks)
-            torch.manual_seed(0)
-            untrained = XSamForSegmentation(XSamConfig.from_pretrained(final)).eval()
-            results["scores"]["untrained"] = evaluate(untrained, processor, world, output / "eval", settings,
-                                                      "untrained", tasks)
-    results["eval_s"] = time.time() - start
+            for label in models:
+                if label == "untrained":
+                    torch.manual_seed(0)
+                    model = XSamForSegmentation(XSamConfig.from_pretrained(final)).eval()
+                else:
+                    model = XSamForSegmentation.from_pretrained(final).eval()
+                    model = blind(model) if label == "blind" else model
+                scores = evaluate(model, processor, world, output / "eval", settings, label, tasks)
+                (output / "eval" / label).mkdir(parents=True, exist_ok=True)
+                (output / "eval" / label / "scores.json").write_text(json.dumps(scores), encoding="utf-8")
+        results["eval_s"] = time.time() - start
+    for label in MODELS:  # scores written by this process or by another one scoring the other models
+        path = output / "eval" / label / "scores.json"
+        if path.is_file():
+            results["scores"][label] = json.loads(path.read_text(encoding="utf-8"))
+    results.setdefault("eval_s", 0.0)
     (output / "results.json").write_text(json.dumps(results, indent=1, default=str), encoding="utf-8")
     (output / "RESULTS.md").write_text(results_markdown(results), encoding="utf-8")
     return results
@@ -265,10 +284,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-limit", type=int, default=None, help="validation images per task")
     parser.add_argument("--steps-scale", type=float, default=1.0, help="multiply every stage's max_steps")
     parser.add_argument("--tasks", default=None, help="comma-separated subset of " + ",".join(EVAL_TASKS))
+    parser.add_argument("--eval-only", action="store_true", help="score the run already in --output")
+    parser.add_argument("--models", default=",".join(MODELS), help="comma-separated subset of " + ",".join(MODELS))
+    parser.add_argument("--checkpoint", default=None, help="score this checkpoint instead of the last stage's")
+    parser.add_argument("--processor", default=None, help="processor folder (default: the checkpoint's)")
     args = parser.parse_args(argv)
     results = run(args.recipe, args.output, evaluate_models=not args.no_eval,
                   tasks=args.tasks.split(",") if args.tasks else None, steps_scale=args.steps_scale,
-                  eval_limit=args.eval_limit)
+                  eval_limit=args.eval_limit, train=not args.eval_only, models=args.models.split(","),
+                  checkpoint=args.checkpoint, processor_path=args.processor)
     print(results_markdown(results))
     return 0
 

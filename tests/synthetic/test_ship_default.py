@@ -1,0 +1,51 @@
+"""Shipping a trained world model as the embedded default (xsam_hf/synthetic/ship.py) and loading it back."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from xsam_hf import default_model
+from xsam_hf.modeling.configuration_xsam import XSamConfig
+from xsam_hf.modeling.modeling_xsam import XSamForSegmentation
+from xsam_hf.processing import XSamProcessor
+from xsam_hf.synthetic.ship import ship
+from xsam_hf.synthetic.vocabulary import CLASS_NAMES, STUFF
+
+
+def _fake_run(tmp_path):
+    torch.manual_seed(0)
+    model = XSamForSegmentation(XSamConfig.from_preset("world", stage="s3"))
+    final = tmp_path / "run" / "runs" / "s3" / "final"
+    model.save_pretrained(final)
+    XSamProcessor.from_preset("world").save_pretrained(final)
+    (final / "training_summary.json").write_text("{}")
+    (tmp_path / "run" / "results.json").write_text(json.dumps({"final": str(final), "recipe": "default"}))
+    (tmp_path / "run" / "RESULTS.md").write_text("| task | metric |\n|---|---|\n| panoptic | PQ |\n")
+    return tmp_path / "run", model
+
+
+def test_ship_writes_a_small_loadable_folder_with_a_card(tmp_path, monkeypatch):
+    run, model = _fake_run(tmp_path)
+    dest = ship(run, tmp_path / "default_model")
+    names = {p.name for p in dest.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "README.md", "results.json"} <= names
+    assert "training_summary.json" not in names  # training files stay behind
+    assert sum(p.stat().st_size for p in dest.iterdir()) < 20 * 2**20
+    card = (dest / "README.md").read_text()
+    assert "| panoptic | PQ |" in card and "python -m xsam_hf.synthetic.train_default --recipe default" in card
+
+    monkeypatch.setattr(default_model, "DEFAULT_MODEL_DIR", dest)
+    loaded = default_model.load_model(None)
+    assert loaded.source == "embedded:world" and not loaded.random_weights
+    assert loaded.default_classes == tuple(CLASS_NAMES) and loaded.default_stuff_classes == tuple(STUFF)
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, loaded.model.state_dict()[name]), name
+    assert loaded.processor.tokenizer.get_vocab() == XSamProcessor.from_preset("world").tokenizer.get_vocab()
+
+
+def test_a_named_model_gets_no_default_classes(tmp_path):
+    run, _ = _fake_run(tmp_path)
+    loaded = default_model.load_model(str(run / "runs" / "s3" / "final"))
+    assert loaded.default_classes == () and loaded.source.endswith("final")
