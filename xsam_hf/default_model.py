@@ -49,10 +49,6 @@ def load_model(name_or_path: str | None = None, device: str | torch.device = "cp
     random tiny preset (`random_weights=True`)."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from .modeling.configuration_xsam import XSamConfig
-    from .modeling.modeling_xsam import XSamForSegmentation
-    from .processing import XSamProcessor
-
     embedded = name_or_path is None and embedded_default_available()
     if embedded:
         name_or_path = str(DEFAULT_MODEL_DIR)
@@ -62,8 +58,17 @@ def load_model(name_or_path: str | None = None, device: str | torch.device = "cp
         classes, stuff = embedded_default_classes() if embedded else ((), ())
         return LoadedModel(model.to(device).eval(), processor, "embedded:world" if embedded else name_or_path,
                            random_weights=False, default_classes=classes, default_stuff_classes=stuff)
+    return random_tiny_model(device, dtype)
+
+
+def random_tiny_model(device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> LoadedModel:
+    """The `tiny` preset with seeded random weights: the same model on every call, for tests and as the fallback."""
+    from .modeling.configuration_xsam import XSamConfig
+    from .modeling.modeling_xsam import XSamForSegmentation
+    from .processing import XSamProcessor
+
     generator_state = torch.random.get_rng_state()
-    torch.manual_seed(0)  # the same random model on every run, so outputs are reproducible
+    torch.manual_seed(0)
     model = XSamForSegmentation(XSamConfig.from_preset("tiny"))
     torch.random.set_rng_state(generator_state)
     if dtype is not None:

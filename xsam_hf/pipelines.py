@@ -31,6 +31,7 @@ from PIL import Image
 from transformers import AutoModelForImageTextToText, Pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
 
+from .default_model import DEFAULT_MODEL_DIR, embedded_default_available
 from .processing import (
     ConversationRequest,
     GCGRequest,
@@ -273,5 +274,7 @@ PIPELINE_REGISTRY.register_pipeline(
     PIPELINE_TASK,
     pipeline_class=XSamSegmentationPipeline,
     pt_model=AutoModelForImageTextToText,
+    # `pipeline("x-sam-segmentation")` with no model loads the embedded default (a local folder: no network).
+    default={"model": (str(DEFAULT_MODEL_DIR), "main")} if embedded_default_available() else None,
     type="multimodal",
 )

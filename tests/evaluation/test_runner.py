@@ -20,7 +20,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training" / "data"))
 from xsam_data_fixtures import box_mask, rect_polygon, rle_of, write_image, write_json, write_panoptic_png  # noqa: E402
 
-from xsam_hf.default_model import LoadedModel, load_model  # noqa: E402
+from xsam_hf.default_model import LoadedModel, random_tiny_model  # noqa: E402
 from xsam_hf.evaluation import (  # noqa: E402
     ConversationAccuracy,
     InteractiveIoUAccumulator,
@@ -56,7 +56,7 @@ class Interrupted(Exception):
 
 @pytest.fixture(scope="session")
 def tiny() -> LoadedModel:
-    return load_model(None)
+    return random_tiny_model()
 
 
 @pytest.fixture

@@ -86,76 +86,43 @@ _PRESETS: dict[str, dict] = {
         },
         "processor": {"vision_image_size": 56, "segmentation_image_size": 128, "tokenizer": "tiny"},
     },
-    # The embedded default model trained on the synthetic world (xsam_hf/synthetic): a few MB, sized for its 128 px
-    # scenes of up to 6 objects + 3 stuff regions. Departures from "tiny": SAM patch 8 (16x16 tokens, mask features
-    # at 4 px instead of 8 px), 16 queries (a scene has up to 9 segments; tiny's 8 cannot cover them), a 4-layer
-    # 128-wide LLM, SigLIP at 112 px (8x8 tokens), and the world's word-level byte BPE (xsam_hf/synthetic/tokenizer.py).
-    "world": {
-        "config": {
-            "vision_config": {
-                "model_type": "siglip_vision_model",
-                "hidden_size": 64,
-                "intermediate_size": 128,
-                "num_hidden_layers": 3,
-                "num_attention_heads": 4,
-                "image_size": 112,
-                "patch_size": 14,
-                "hidden_act": "gelu_pytorch_tanh",
-                "layer_norm_eps": 1e-6,
-            },
-            "segmentation_encoder_config": {
-                "model_type": "sam_vision_model",
-                "hidden_size": 64,
-                "num_hidden_layers": 8,
-                "num_attention_heads": 4,
-                "global_attn_indexes": [1, 3, 5, 7],
-                "mlp_dim": 256,
-                "output_channels": 32,
-                "image_size": 128,
-                "patch_size": 8,
-                "window_size": 4,
-                "num_pos_feats": 16,
-                "initializer_range": 0.02,
-            },
-            "text_config": {
-                "model_type": "phi3",
-                "vocab_size": 1773,
-                "hidden_size": 128,
-                "intermediate_size": 256,
-                "num_hidden_layers": 4,
-                "num_attention_heads": 4,
-                "num_key_value_heads": 4,
-                "max_position_embeddings": 1024,
-                "original_max_position_embeddings": 1024,
-                "rms_norm_eps": 1e-5,
-                "sliding_window": 1023,
-                "bos_token_id": 1,
-                "eos_token_id": 1765,
-                "pad_token_id": 1765,
-                "tie_word_embeddings": False,
-            },
-            "decoder_config": {
-                **MASK2FORMER_XSAM,
-                "feature_size": 64,
-                "mask_feature_size": 64,
-                "hidden_dim": 64,
-                "encoder_layers": 2,
-                "decoder_layers": 5,
-                "num_attention_heads": 4,
-                "dim_feedforward": 128,
-                "encoder_feedforward_dim": 128,
-                "num_queries": 16,
-                "train_num_points": 1024,
-            },
-            "connector_feature_layers": [4, 6, 8],
-            "connector_hidden_size": 32,
-            "seg_token_id": 1770,
-            "phrase_start_token_id": 1771,
-            "phrase_end_token_id": 1772,
-        },
-        "processor": {"vision_image_size": 112, "segmentation_image_size": 128, "tokenizer": "world"},
-    },
 }
+
+
+
+def _derived(base: str, changes: dict) -> dict:
+    """`base` with `changes` merged in (nested dicts merged key by key)."""
+
+    def merge(into: dict, extra: dict) -> dict:
+        for key, value in extra.items():
+            into[key] = merge(into[key], value) if isinstance(value, dict) and isinstance(into.get(key), dict) \
+                else copy.deepcopy(value)
+        return into
+
+    return merge(copy.deepcopy(_PRESETS[base]), changes)
+
+
+# The embedded default model trained on the synthetic world (xsam_hf/synthetic): a few MB, sized for its 128 px scenes
+# of up to 6 objects + 3 stuff regions. Changes from "tiny": SAM patch 8 (16x16 tokens, mask features every 4 px
+# instead of 8), 16 queries (a scene has up to 9 segments; tiny's 8 cannot cover them), a 4-layer 128-wide LLM with
+# the world's word-level byte BPE (xsam_hf/synthetic/tokenizer.py), SigLIP at 112 px (8x8 tokens), wider encoders.
+_PRESETS["world"] = _derived("tiny", {
+    "config": {
+        "vision_config": {"hidden_size": 64, "intermediate_size": 128, "image_size": 112},
+        "segmentation_encoder_config": {"hidden_size": 64, "num_attention_heads": 4, "mlp_dim": 256,
+                                        "output_channels": 32, "patch_size": 8, "window_size": 4,
+                                        "num_pos_feats": 16},
+        "text_config": {"vocab_size": 1773, "hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 4,
+                        "max_position_embeddings": 1024, "original_max_position_embeddings": 1024,
+                        "sliding_window": 1023, "eos_token_id": 1765, "pad_token_id": 1765},
+        "decoder_config": {"num_queries": 16, "train_num_points": 1024},
+        "connector_hidden_size": 32,
+        "seg_token_id": 1770,
+        "phrase_start_token_id": 1771,
+        "phrase_end_token_id": 1772,
+    },
+    "processor": {"vision_image_size": 112, "tokenizer": "world"},
+})
 
 
 def available_presets() -> list[str]:
