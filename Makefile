@@ -12,8 +12,21 @@ install:
 	# the reference PQ implementation; its metadata pins numpy<2, which it does not need
 	$(PYTHON) -m pip install -q --no-deps "panopticapi-lite>=0.2"
 
+CI_RECIPE_OUT := build/ci-recipe
+
+# The CI training recipe (~10 min on one core) runs in the background beside the test suite, each on one thread
+# (two multi-threaded torch processes on two cores stall each other); its checks run once both are done.
 test: install
-	$(PYTHON) -m pytest -q --durations=15
+	@rm -rf $(CI_RECIPE_OUT) && mkdir -p $(CI_RECIPE_OUT)
+	@OMP_NUM_THREADS=1 $(PYTHON) -m xsam_hf.synthetic.train_default --recipe ci --output $(CI_RECIPE_OUT) \
+		--models trained,blind > $(CI_RECIPE_OUT).log 2>&1 & recipe=$$!; \
+	OMP_NUM_THREADS=1 $(PYTHON) -m pytest -q --durations=15; suite=$$?; \
+	echo "waiting for the CI recipe (log: $(CI_RECIPE_OUT).log)"; wait $$recipe; trained=$$?; \
+	tail -n 25 $(CI_RECIPE_OUT).log; \
+	if [ $$trained -ne 0 ]; then echo "CI recipe failed (exit $$trained)"; exit 1; fi; \
+	$(PYTHON) -m pytest -q -m ci_recipe tests/synthetic/test_ci_recipe.py --ci-recipe-output $(CI_RECIPE_OUT) \
+		|| exit 1; \
+	exit $$suite
 
 bench: install
 	$(PYTHON) -m pytest -q -m slow --durations=15

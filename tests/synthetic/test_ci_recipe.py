@@ -1,37 +1,48 @@
 """The CI recipe (xsam_hf/synthetic/recipes/ci.yaml) end to end: world -> S1 -> S2 -> S3 -> `xsam eval` of every task.
 
-Asserts that every logged loss term of every stage falls (mean of the first vs the last logged window; S1's dice
-term excepted, see below) and that the trained, blind and untrained models are each scored on every task. The recipe
-is far too short to learn the tasks, so the issue's "beats the blind model by 10 points" is NOT asserted here: the
-measured gaps are written to ``RESULTS.md`` of the run (and printed) instead.
-
-The end-to-end tests are ``slow`` (excluded from the default run): on the shared 2-core CPU the recipe took 4.3 min
-(73 s training, 170 s evaluation) on a quiet machine and over 15 min beside other jobs, above the few-minute CI
-budget. The driver's fast checks run by default.
+`make test` runs the recipe in the background beside the test suite (one CPU thread each, about 10 minutes) and then
+these ``ci_recipe`` tests on its output (``--ci-recipe-output DIR``); run alone, they run the recipe themselves.
+They assert that every logged loss term of every stage falls (mean of the first vs the last logged window) and that
+the trained model beats the blind one (every image feature zeroed) by at least 10 points on each task's headline
+metric, except where the short recipe is known not to (strict xfail: the day it does, the test says so).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import time
+from pathlib import Path
 
 import pytest
 
 from xsam_hf.synthetic.train_default import EVAL_TASKS, load_recipe, run
 
+MARGIN = 10.0  # points the trained model must beat the blind one by, per task
+# Measured on the CI recipe (10 validation images per task): too short to learn these two.
+SHORT_RECIPE_MISSES = {
+    "gcg": "350 mixed steps (50 GCG batches) do not teach the random LLM to write grounded captions: it answers "
+           "the GCG question with a bare <SEG>, so no phrase is grounded (the default recipe does learn it)",
+    "semantic": "semantic inference sums class probability x mask over all queries; after 500 segmentation steps the "
+                "no-object class is not yet calibrated and one broad query's 'ground' wins most pixels (panoptic "
+                "inference, which thresholds queries, already separates the stuff classes)",
+}
+
 
 @pytest.fixture(scope="module")
-def ci_run(tmp_path_factory):
+def ci_run(request, tmp_path_factory):
+    given = request.config.getoption("--ci-recipe-output")
+    if given:
+        output = Path(given)
+        results = json.loads((output / "results.json").read_text())
+        assert results["recipe"] == "ci", f"{output} holds a {results['recipe']!r} run, not the CI recipe"
+        return output, results
     output = tmp_path_factory.mktemp("ci_recipe")
-    start = time.time()
-    results = run("ci", output)
-    return output, results, time.time() - start
+    return output, run("ci", output, models=("trained", "blind"))
 
 
-@pytest.mark.slow
+@pytest.mark.ci_recipe
 def test_ci_recipe_runs_every_stage_and_writes_the_table(ci_run):
-    output, results, wall = ci_run
+    output, results = ci_run
     recipe = load_recipe("ci")
     assert list(results["losses"]) == [stage["name"] for stage in recipe["stages"]]
     for stage in recipe["stages"]:
@@ -41,13 +52,14 @@ def test_ci_recipe_runs_every_stage_and_writes_the_table(ci_run):
     table = (output / "RESULTS.md").read_text()
     for task in EVAL_TASKS:
         assert f"| {task} |" in table
-    print(f"\nCI recipe wall time {wall:.0f} s\n{table}")
+    print(f"\nCI recipe: training {results['train_s']:.0f} s, evaluation {results['eval_s']:.0f} s\n{table}")
 
 
-@pytest.mark.slow
+@pytest.mark.ci_recipe
 def test_every_loss_term_falls_in_every_stage(ci_run):
-    _, results, _ = ci_run
+    _, results = ci_run
     expected = {"s1": {"loss", "loss_cross_entropy", "loss_mask", "loss_dice"}, "s2": {"loss"},
+                "s3_text": {"loss"},
                 "s3": {"loss", "lm_loss", "seg_loss", "loss_cross_entropy", "loss_mask", "loss_dice"}}
     for stage, terms in expected.items():
         windows = results["losses"][stage]
@@ -56,14 +68,15 @@ def test_every_loss_term_falls_in_every_stage(ci_run):
             assert last < first, f"{stage} {term}: first window {first:.4f}, last window {last:.4f}"
 
 
-@pytest.mark.slow
-def test_every_task_is_scored_for_trained_blind_and_untrained(ci_run):
-    _, results, _ = ci_run
-    for model in ("trained", "blind", "untrained"):
-        scores = results["scores"][model]
-        assert set(scores) == set(EVAL_TASKS)
-        missing = [task for task, value in scores.items() if not math.isfinite(value)]
-        assert not missing, f"{model}: no score for {missing}"
+@pytest.mark.ci_recipe
+@pytest.mark.parametrize("task", [
+    pytest.param(task, marks=pytest.mark.xfail(strict=True, reason=SHORT_RECIPE_MISSES[task]))
+    if task in SHORT_RECIPE_MISSES else task for task in EVAL_TASKS])
+def test_trained_beats_blind_by_ten_points(ci_run, task):
+    _, results = ci_run
+    trained, blind = results["scores"]["trained"][task], results["scores"]["blind"][task]
+    assert math.isfinite(trained) and math.isfinite(blind), (task, trained, blind)
+    assert trained - blind >= MARGIN, f"{task}: trained {trained:.1f}, blind {blind:.1f}"
 
 
 # Fast checks of the driver (no training).
@@ -112,3 +125,19 @@ def test_headline_metrics_and_loss_windows():
              {"loss": 40.0, "lm_loss": 4.0, "seg_loss": 36.0}, {"loss": 4.0, "lm_loss": 4.0}]
     windows = loss_windows(mixed, 1)  # "loss" over the segmentation batches only
     assert windows["loss"] == (60.0, 40.0) and windows["lm_loss"] == (5.0, 4.0)
+
+
+def test_resuming_checks_the_world_and_the_stage_name(tmp_path):
+    from xsam_hf.synthetic import recipe_sources
+
+    world = tmp_path / "world"
+    world.mkdir()
+    manifest = {"seed": 0, "splits": {"train": 300, "val": 20}, "recipe_sources": {"train": recipe_sources("train")},
+                "evaluation_files": {"caption_chat_json": {"train": "chat/llava_caption_train.json"}}}
+    (world / "world.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="No stage 'nope'.*s1, s2, s3_text, s3"):
+        run("ci", tmp_path, from_stage="nope", evaluate_models=False)
+    manifest["splits"]["train"] = 2000
+    (world / "world.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="is not the world of recipe 'ci'"):
+        run("ci", tmp_path, from_stage="s3", evaluate_models=False)

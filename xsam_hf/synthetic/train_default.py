@@ -201,7 +201,8 @@ MODELS = ("trained", "blind", "untrained")
 def run(recipe_name: str, output: str | Path, *, evaluate_models: bool = True,
         tasks: list[str] | None = None, steps_scale: float = 1.0,
         eval_limit: int | None = None, train: bool = True, models: Sequence[str] = MODELS,
-        checkpoint: str | Path | None = None, processor_path: str | Path | None = None) -> dict[str, Any]:
+        checkpoint: str | Path | None = None, processor_path: str | Path | None = None,
+        from_stage: str | None = None) -> dict[str, Any]:
     """Write the world, train the recipe's stages, evaluate (trained / blind / untrained); returns the results.
 
     ``steps_scale`` multiplies every stage's ``max_steps`` (at least 1 step each), to fit a wall-clock budget;
@@ -209,7 +210,9 @@ def run(recipe_name: str, output: str | Path, *, evaluate_models: bool = True,
     earlier run in ``output`` (its ``results.json``); ``models`` picks which of trained / blind / untrained to score
     now: each model's scores are kept in ``eval/<model>/scores.json``, so separate processes can score the three
     side by side and the tables merge them. ``checkpoint`` scores another checkpoint than the last stage's (a
-    Trainer ``checkpoint-N`` folder; ``processor_path`` then names a folder with the processor)."""
+    Trainer ``checkpoint-N`` folder; ``processor_path`` then names a folder with the processor). ``from_stage``
+    resumes a run in ``output``: the world and the stages before it are kept (their losses read back from their
+    ``training_summary.json``), training starts at that stage."""
     import os
     import platform
 
@@ -226,22 +229,39 @@ def run(recipe_name: str, output: str | Path, *, evaluate_models: bool = True,
     world = output / "world"
     w = recipe["world"]
     if train:
-        manifest = write_world(world, int(w["seed"]), int(w["train"]), int(w["val"]), workers=os.cpu_count() or 1)
+        if from_stage is None:
+            manifest = write_world(world, int(w["seed"]), int(w["train"]), int(w["val"]),
+                                   workers=os.cpu_count() or 1)
+        else:
+            manifest = json.loads((world / "world.json").read_text(encoding="utf-8"))
+            if [manifest["seed"], manifest["splits"]["train"], manifest["splits"]["val"]] != \
+                    [int(w["seed"]), int(w["train"]), int(w["val"])]:
+                raise ValueError(f"{world} is not the world of recipe {recipe_name!r}; cannot resume there")
         start = time.time()
         losses = {}
         stages = stage_recipes(recipe, world, output / "runs", manifest)
+        names = [e["name"] for e in stages]
+        if from_stage is not None and from_stage not in names:
+            raise ValueError(f"No stage {from_stage!r} in recipe {recipe_name!r} (stages: {', '.join(names)})")
+        first = names.index(from_stage) if from_stage is not None else 0
         for entry in stages:
             training = entry["recipe"]["training"]
             if "max_steps" in training:
                 training["max_steps"] = max(1, round(int(training["max_steps"]) * steps_scale))
-        for entry in stages:
-            print(f"[train_default] stage {entry['name']} ({entry['recipe']['stage']})", flush=True)
-            summary = run_training(entry["recipe"])
+        for position, entry in enumerate(stages):
+            if position < first:
+                summary = json.loads((entry["final"] / "training_summary.json").read_text(encoding="utf-8"))
+            else:
+                print(f"[train_default] stage {entry['name']} ({entry['recipe']['stage']})", flush=True)
+                summary = run_training(entry["recipe"])
             losses[entry["name"]] = loss_windows(summary["log_history"], int(recipe.get("loss_window", 3)))
+        previous = output / "results.json"
+        earlier_s = json.loads(previous.read_text(encoding="utf-8")).get("train_s", 0.0) \
+            if from_stage is not None and previous.is_file() else 0.0
         results: dict[str, Any] = {
             "recipe": recipe_name, "world": w, "steps_scale": steps_scale,
             "steps": {e["name"]: e["recipe"]["training"].get("max_steps") for e in stages},
-            "losses": losses, "train_s": time.time() - start, "eval": recipe.get("eval") or {},
+            "losses": losses, "train_s": earlier_s + time.time() - start, "eval": recipe.get("eval") or {},
             "final": str(stages[-1]["final"]), "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores",
             "scores": {m: {} for m in MODELS}}
     else:
@@ -288,11 +308,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated subset of " + ",".join(MODELS))
     parser.add_argument("--checkpoint", default=None, help="score this checkpoint instead of the last stage's")
     parser.add_argument("--processor", default=None, help="processor folder (default: the checkpoint's)")
+    parser.add_argument("--from-stage", default=None, help="resume the run in --output at this stage")
     args = parser.parse_args(argv)
     results = run(args.recipe, args.output, evaluate_models=not args.no_eval,
                   tasks=args.tasks.split(",") if args.tasks else None, steps_scale=args.steps_scale,
                   eval_limit=args.eval_limit, train=not args.eval_only, models=args.models.split(","),
-                  checkpoint=args.checkpoint, processor_path=args.processor)
+                  checkpoint=args.checkpoint, processor_path=args.processor, from_stage=args.from_stage)
     print(results_markdown(results))
     return 0
 
