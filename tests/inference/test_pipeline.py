@@ -108,3 +108,19 @@ def test_clear_errors(segmenter, photos):
         segmenter(image, task="vgd")
     with pytest.raises(TypeError, match="Unexpected"):
         segmenter(image, task="panoptic", classes=["cup"], colour="red")
+
+
+def test_no_model_means_the_embedded_default(tmp_path):
+    """`pipeline("x-sam-segmentation")` alone loads the shipped world model from the package, with no network."""
+    from PIL import Image
+
+    from xsam_hf.default_model import DEFAULT_MODEL_DIR
+    from xsam_hf.synthetic.sample import sample_image_path
+    from xsam_hf.synthetic.vocabulary import CLASS_NAMES, STUFF
+
+    segmenter = pipeline("x-sam-segmentation")
+    assert segmenter.model.name_or_path == str(DEFAULT_MODEL_DIR)
+    assert segmenter.model.config.text_config.vocab_size == len(segmenter.processor.tokenizer)
+    image = Image.open(sample_image_path()).convert("RGB")
+    segments = segmenter(image, task="panoptic", classes=list(CLASS_NAMES), stuff_classes=list(STUFF))
+    assert {"sky", "ground", "water"} <= {s["label"] for s in segments}  # the sample scene's three stuff regions
