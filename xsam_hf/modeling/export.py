@@ -18,7 +18,6 @@ import ast
 import importlib.util
 import json
 import os
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -266,8 +265,10 @@ def save_for_remote_code(
             "pt": [c if isinstance(c, str) else c.__name__ for c in model_classes],
             "type": pipeline_info.get("type", "multimodal"),
         }
-        if "default" in pipeline_info:
-            entry["default"] = pipeline_info["default"]
+        default = pipeline_info.get("default")
+        # A default inside this installation (the embedded model's folder) means nothing on another machine.
+        if default and not os.path.isabs(str((default.get("model") or ("",))[0])):
+            entry["default"] = default
         config_updates["custom_pipelines"] = {pipeline_task: entry}
 
     _update_json(directory / "config.json", config_updates)
