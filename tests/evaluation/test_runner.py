@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import pickle
 import sys
 from pathlib import Path
 
@@ -18,7 +17,8 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training" / "data"))
-from xsam_data_fixtures import box_mask, rect_polygon, rle_of, write_image, write_json, write_panoptic_png  # noqa: E402
+from xsam_data_fixtures import (box_mask, rect_polygon, rle_of, write_image, write_json,  # noqa: E402
+                                write_panoptic_png, write_refcoco_files)
 
 from xsam_hf.default_model import LoadedModel, random_tiny_model  # noqa: E402
 from xsam_hf.evaluation import (  # noqa: E402
@@ -138,22 +138,8 @@ def write_panoptic_set(root: Path) -> list[str]:
 
 def write_refcoco(root: Path) -> list[str]:
     folder = root / "refcoco"
-    folder.mkdir(parents=True)
     for image_id in (100, 200):
         write_image(root / "train2014" / f"COCO_train2014_{image_id:012d}.jpg", H, W, seed=image_id)
-    write_json(folder / "instances.json", {
-        "images": [{"id": i, "file_name": f"COCO_train2014_{i:012d}.jpg", "height": H, "width": W}
-                   for i in (100, 200)],
-        "annotations": [
-            {"id": 11, "image_id": 100, "category_id": 1, "segmentation": [rect_polygon(2, 3, 10, 9)],
-             "bbox": [3, 2, 6, 8], "iscrowd": 0},
-            {"id": 12, "image_id": 100, "category_id": 18, "segmentation": rle_of(box_mask(H, W, 12, 0, 20, 30)),
-             "bbox": [0, 12, 30, 8], "iscrowd": 0},
-            {"id": 21, "image_id": 200, "category_id": 1, "segmentation": [rect_polygon(0, 0, 5, 5)],
-             "bbox": [0, 0, 5, 5], "iscrowd": 0},
-        ],
-        "categories": [{"id": 1, "name": "person"}, {"id": 18, "name": "dog"}],
-    })
 
     def sentences(*texts):
         return [{"tokens": t.split(), "raw": t, "sent_id": i, "sent": t} for i, t in enumerate(texts)]
@@ -168,8 +154,7 @@ def write_refcoco(root: Path) -> list[str]:
         {"ref_id": 3, "ann_id": 11, "image_id": 100, "split": "train", "category_id": 1,
          "sentences": sentences("a training sentence")},
     ]
-    with open(folder / "refs(unc).p", "wb") as handle:
-        pickle.dump(refs, handle, protocol=2)
+    write_refcoco_files(folder, refs, H, W)
     return [str(folder), str(root / "train2014")]
 
 

@@ -2,7 +2,7 @@ import pickle
 
 import numpy as np
 import pytest
-from xsam_data_fixtures import assert_picklable, rect_polygon, rle_of, box_mask, write_json
+from xsam_data_fixtures import assert_picklable, box_mask, rect_polygon, write_refcoco_files
 
 from xsam_hf.training.data import SkipCounter, load_refcoco
 from xsam_hf.training.data.masks import decode_mask, decode_rle
@@ -16,20 +16,6 @@ def _sentences(*texts):
 
 
 def _write_refcoco(folder, split_by):
-    folder.mkdir(parents=True)
-    write_json(folder / "instances.json", {
-        "images": [{"id": 100, "file_name": "COCO_train2014_000000000100.jpg", "height": H, "width": W},
-                   {"id": 200, "file_name": "COCO_train2014_000000000200.jpg", "height": H, "width": W}],
-        "annotations": [
-            {"id": 11, "image_id": 100, "category_id": 1, "segmentation": [rect_polygon(2, 3, 10, 9)],
-             "bbox": [3, 2, 6, 8], "iscrowd": 0},
-            {"id": 12, "image_id": 100, "category_id": 18, "segmentation": rle_of(box_mask(H, W, 12, 0, 20, 30)),
-             "bbox": [0, 12, 30, 8], "iscrowd": 0},
-            {"id": 21, "image_id": 200, "category_id": 1, "segmentation": [rect_polygon(0, 0, 5, 5)],
-             "bbox": [0, 0, 5, 5], "iscrowd": 0},
-        ],
-        "categories": [{"id": 1, "name": "person"}, {"id": 18, "name": "dog"}],
-    })
     refs = [
         {"ref_id": 0, "ann_id": 11, "image_id": 100, "split": "train", "category_id": 1,
          "file_name": "COCO_train2014_000000000100_11.jpg", "sent_ids": [0, 1],
@@ -42,8 +28,7 @@ def _write_refcoco(folder, split_by):
         {"ref_id": 3, "ann_id": 999, "image_id": 100, "split": "train", "category_id": 1,
          "file_name": "x.jpg", "sent_ids": [4], "sentences": _sentences("missing annotation")},
     ]
-    with open(folder / f"refs({split_by}).p", "wb") as handle:
-        pickle.dump(refs, handle, protocol=2)
+    write_refcoco_files(folder, refs, H, W, split_by)
 
 
 def test_refcoco_groups_referred_objects_per_image_with_their_sentences(tmp_path):

@@ -69,3 +69,28 @@ def assert_picklable(source: Any) -> None:
     copy = pickle.loads(pickle.dumps(source))
     assert len(copy) == len(source)
     assert copy[0] == source[0]
+
+
+def write_refcoco_files(folder: Path, refs: list[dict[str, Any]], height: int, width: int,
+                        split_by: str = "unc") -> Path:
+    """RefCOCO's `instances.json` (images 100 and 200: a person and a dog in 100, a person in 200) and
+    `refs(split_by).p` holding `refs`; the tests that read it each bring their own refs."""
+    import pickle
+
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(folder / "instances.json", {
+        "images": [{"id": i, "file_name": f"COCO_train2014_{i:012d}.jpg", "height": height, "width": width}
+                   for i in (100, 200)],
+        "annotations": [
+            {"id": 11, "image_id": 100, "category_id": 1, "segmentation": [rect_polygon(2, 3, 10, 9)],
+             "bbox": [3, 2, 6, 8], "iscrowd": 0},
+            {"id": 12, "image_id": 100, "category_id": 18,
+             "segmentation": rle_of(box_mask(height, width, 12, 0, 20, 30)), "bbox": [0, 12, 30, 8], "iscrowd": 0},
+            {"id": 21, "image_id": 200, "category_id": 1, "segmentation": [rect_polygon(0, 0, 5, 5)],
+             "bbox": [0, 0, 5, 5], "iscrowd": 0},
+        ],
+        "categories": [{"id": 1, "name": "person"}, {"id": 18, "name": "dog"}],
+    })
+    with open(folder / f"refs({split_by}).p", "wb") as handle:
+        pickle.dump(refs, handle, protocol=2)
+    return folder
