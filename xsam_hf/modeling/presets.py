@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 
 from .configuration_xsam import MASK2FORMER_XSAM, PHI3_MINI_4K, SAM_VIT_LARGE, SIGLIP_SO400M_384
+from .nested_dicts import deep_merge
 
 _PRESETS: dict[str, dict] = {
     "x-sam-phi3-mini": {
@@ -89,24 +90,11 @@ _PRESETS: dict[str, dict] = {
 }
 
 
-
-def _derived(base: str, changes: dict) -> dict:
-    """`base` with `changes` merged in (nested dicts merged key by key)."""
-
-    def merge(into: dict, extra: dict) -> dict:
-        for key, value in extra.items():
-            into[key] = merge(into[key], value) if isinstance(value, dict) and isinstance(into.get(key), dict) \
-                else copy.deepcopy(value)
-        return into
-
-    return merge(copy.deepcopy(_PRESETS[base]), changes)
-
-
 # The embedded default model trained on the synthetic world (xsam_hf/synthetic): a few MB, sized for its 128 px scenes
 # of up to 6 objects + 3 stuff regions. Changes from "tiny": SAM patch 8 (16x16 tokens, mask features every 4 px
 # instead of 8), 16 queries (a scene has up to 9 segments; tiny's 8 cannot cover them), a 4-layer 128-wide LLM with
 # the world's word-level byte BPE (xsam_hf/synthetic/tokenizer.py), SigLIP at 112 px (8x8 tokens), wider encoders.
-_PRESETS["world"] = _derived("tiny", {
+_PRESETS["world"] = deep_merge(_PRESETS["tiny"], {
     "config": {
         "vision_config": {"hidden_size": 64, "intermediate_size": 128, "image_size": 112},
         "segmentation_encoder_config": {"hidden_size": 64, "num_attention_heads": 4, "mlp_dim": 256,

@@ -30,6 +30,7 @@ import torch
 import yaml
 
 from ..evaluation.blind import blind
+from ..modeling.nested_dicts import deep_merge
 
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
 
@@ -61,16 +62,6 @@ def load_recipe(name: str) -> dict[str, Any]:
         return yaml.safe_load(handle)
 
 
-def _merge(base: dict, extra: dict) -> dict:
-    out = copy.deepcopy(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
 def world_sources(manifest: dict[str, Any], split: str = "train") -> dict[str, dict[str, Any]]:
     """The world's ``data.sources`` entries by short name (plus ``caption``, the alignment captions)."""
     by_name = {}
@@ -91,7 +82,7 @@ def stage_recipes(recipe: dict[str, Any], world: Path, runs: Path, manifest: dic
     for spec in recipe["stages"]:
         spec = copy.deepcopy(spec)
         name, names = spec.pop("name"), spec.pop("sources")
-        stage_recipe = _merge(recipe.get("common") or {}, spec)
+        stage_recipe = deep_merge(recipe.get("common") or {}, spec)
         stage = stage_recipe["stage"]
         stage_recipe.setdefault("data", {})
         stage_recipe["data"].update({"root": str(world), "sources": [sources[n] for n in names]})

@@ -32,6 +32,7 @@ from typing import Any
 import torch
 import yaml
 
+from ..modeling.nested_dicts import deep_merge
 from .data.balance import BalancedConcatDataset
 from .data.sampling import sample_genseg
 from .data.skips import CorruptRecordError, SkipCounter
@@ -76,16 +77,6 @@ def _packaged_file(name: str) -> str:
     return str(packaged) if packaged.is_file() else name
 
 
-def _deep_merge(base: dict, update: Mapping) -> dict:
-    merged = copy.deepcopy(base)
-    for key, value in update.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged
-
-
 def load_recipe(name: str | os.PathLike, overrides: Sequence[str] = ()) -> dict[str, Any]:
     """Read a recipe (a path or a built-in name), resolve `base:` inheritance, apply `key=value` overrides."""
     path = _recipe_path(name)
@@ -94,7 +85,7 @@ def load_recipe(name: str | os.PathLike, overrides: Sequence[str] = ()) -> dict[
     base = recipe.pop("base", None)
     if base is not None:
         base_path = Path(base) if Path(base).is_absolute() else path.parent / base
-        recipe = _deep_merge(load_recipe(base_path if base_path.exists() else base), recipe)
+        recipe = deep_merge(load_recipe(base_path if base_path.exists() else base), recipe)
     for override in overrides:
         apply_override(recipe, override)
     return recipe
