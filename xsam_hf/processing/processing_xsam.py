@@ -775,8 +775,9 @@ def _per_sample(value: Any, batch_size: int, batched: bool, name: str, list_valu
 
 
 def _default_tokenizer(name: str, shipped: str | None) -> PreTrainedTokenizerBase:
-    if shipped in ("tiny", "world"):
-        with resources.as_file(resources.files("xsam_hf").joinpath(SHIPPED_TOKENIZERS_DIR, shipped)) as path:
+    shipped_asset = resources.files("xsam_hf").joinpath(SHIPPED_TOKENIZERS_DIR, shipped) if shipped else None
+    if shipped_asset is not None and shipped_asset.is_dir():
+        with resources.as_file(shipped_asset) as path:
             return AutoTokenizer.from_pretrained(str(path))
     hub_id = shipped or PHI3_TOKENIZER_ID
     try:
