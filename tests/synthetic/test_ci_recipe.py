@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from xsam_hf.synthetic.train_default import EVAL_TASKS, load_recipe, run
+from xsam_hf.synthetic.train_default import EVAL_TASKS, evaluation_seconds, load_recipe, run
 
 MARGIN = 10.0  # points the trained model must beat the blind one by, per task
 # Measured on the CI recipe (10 validation images per task): too short to learn these.
@@ -54,7 +54,7 @@ def test_ci_recipe_runs_every_stage_and_writes_the_table(ci_run):
     table = (output / "RESULTS.md").read_text()
     for task in EVAL_TASKS:
         assert f"| {task} |" in table
-    print(f"\nCI recipe: training {results['train_s']:.0f} s, evaluation {results['eval_s']:.0f} s\n{table}")
+    print(f"\nCI recipe: training {results['train_s']:.0f} s, evaluation {evaluation_seconds(results)}\n{table}")
 
 
 @pytest.mark.ci_recipe
@@ -143,3 +143,10 @@ def test_resuming_checks_the_world_and_the_stage_name(tmp_path):
     (world / "world.json").write_text(json.dumps(manifest))
     with pytest.raises(ValueError, match="is not the world of recipe 'ci'"):
         run("ci", tmp_path, from_stage="s3", evaluate_models=False)
+
+
+def test_each_model_keeps_its_own_scoring_time():
+    # models are scored by separate processes side by side: one shared clock would report the last writer's time
+    assert evaluation_seconds({"eval_s": {"trained": 263.4, "blind": 250.0}}) == "trained 263 s, blind 250 s"
+    assert evaluation_seconds({"eval_s": 263.4}) == "263 s"  # a results.json from before per-model times
+    assert evaluation_seconds({"eval_s": {}}) == "not run"

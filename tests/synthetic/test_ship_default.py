@@ -11,6 +11,7 @@ from xsam_hf.modeling.configuration_xsam import XSamConfig
 from xsam_hf.modeling.modeling_xsam import XSamForSegmentation
 from xsam_hf.processing import XSamProcessor
 from xsam_hf.synthetic.ship import ship
+from xsam_hf.synthetic.train_default import RECIPES_DIR
 from xsam_hf.synthetic.vocabulary import CLASS_NAMES, STUFF
 
 
@@ -49,3 +50,21 @@ def test_a_named_model_gets_no_default_classes(tmp_path):
     run, _ = _fake_run(tmp_path)
     loaded = default_model.load_model(str(run / "runs" / "s3" / "final"))
     assert loaded.default_classes == () and loaded.source.endswith("final")
+
+
+def test_shipped_results_name_no_local_folder_and_a_copied_recipe_by_its_name(tmp_path):
+    run, _ = _fake_run(tmp_path)
+    copied = tmp_path / "my_default.yaml"
+    copied.write_text((RECIPES_DIR / "default.yaml").read_text())
+    results = json.loads((run / "results.json").read_text())
+    results.update(recipe=str(copied), checkpoint=str(run / "runs" / "s3" / "checkpoint-500"),
+                   eval_s={"trained": 1.0}, note=str(tmp_path / "elsewhere"))
+    (run / "results.json").write_text(json.dumps(results))
+    shipped = json.loads((ship(run, tmp_path / "default_model") / "results.json").read_text())
+    assert shipped["final"] == "runs/s3/final" and shipped["checkpoint"] == "runs/s3/checkpoint-500"
+    assert shipped["recipe"] == "default" and shipped["eval_s"] == {"trained": 1.0}
+    assert shipped["note"] == str(tmp_path / "elsewhere")  # outside the run: left as it is
+    assert "--recipe default" in (tmp_path / "default_model" / "README.md").read_text()
+
+    copied.write_text((RECIPES_DIR / "default.yaml").read_text().replace("max_steps: 500", "max_steps: 501"))
+    assert json.loads((ship(run, tmp_path / "again") / "results.json").read_text())["recipe"] == str(copied)

@@ -14,7 +14,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from ..default_model import DEFAULT_MODEL_DIR
+from .train_default import RECIPES_DIR
 
 CARD = """# X-SAM world (the embedded default model of xsam-hf)
 
@@ -39,6 +42,30 @@ python -m xsam_hf.synthetic.ship RUN
 """
 
 
+def portable(value: Any, run_dir: Path) -> Any:
+    """``value`` with every path inside ``run_dir`` made relative to it (the shipped results name no local folder)."""
+    if isinstance(value, dict):
+        return {key: portable(item, run_dir) for key, item in value.items()}
+    if isinstance(value, list):
+        return [portable(item, run_dir) for item in value]
+    if isinstance(value, str):
+        for root in {str(run_dir), str(run_dir.resolve())}:
+            if value.startswith(root + "/"):
+                return value[len(root) + 1:]
+    return value
+
+
+def recipe_name(recipe: str) -> str:
+    """A recipe given as a file with the same settings as a packaged recipe is shipped under the packaged name."""
+    path = Path(recipe)
+    if path.suffix and path.is_file():
+        settings = yaml.safe_load(path.read_text(encoding="utf-8"))
+        for packaged in sorted(RECIPES_DIR.glob("*.yaml")):
+            if yaml.safe_load(packaged.read_text(encoding="utf-8")) == settings:
+                return packaged.stem
+    return recipe
+
+
 def ship(run_dir: str | Path, dest: str | Path = DEFAULT_MODEL_DIR) -> Path:
     """Copy the run's final model into ``dest`` (replacing what is there); returns ``dest``."""
     from ..modeling.modeling_xsam import XSamForSegmentation
@@ -58,8 +85,10 @@ def ship(run_dir: str | Path, dest: str | Path = DEFAULT_MODEL_DIR) -> Path:
     processor.save_pretrained(dest)
     table = (run_dir / "RESULTS.md").read_text(encoding="utf-8") if (run_dir / "RESULTS.md").is_file() else ""
     parameters = sum(p.numel() for p in model.parameters()) / 1e6
+    results = portable(results, run_dir)
+    results["recipe"] = recipe_name(results.get("recipe", "default"))
     (dest / "README.md").write_text(CARD.format(parameters=parameters, classes=", ".join(CLASS_NAMES), table=table,
-                                                recipe=results.get("recipe", "default")), encoding="utf-8")
+                                                recipe=results["recipe"]), encoding="utf-8")
     (dest / "results.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
     return dest
 

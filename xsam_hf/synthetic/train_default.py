@@ -168,6 +168,14 @@ def _fmt(value: float) -> str:
     return "n/a" if value is None or not math.isfinite(value) else f"{value:.1f}"
 
 
+def evaluation_seconds(results: dict[str, Any]) -> str:
+    """Each model's scoring time (models may be scored by separate processes side by side)."""
+    seconds = results.get("eval_s") or {}
+    if isinstance(seconds, (int, float)):  # results.json written before per-model times
+        return f"{seconds:.0f} s"
+    return ", ".join(f"{label} {value:.0f} s" for label, value in seconds.items()) or "not run"
+
+
 def results_markdown(results: dict[str, Any]) -> str:
     lines = ["| task | metric | target | trained | untrained | blind | trained - blind | target met |",
              "|---|---|---|---|---|---|---|---|"]
@@ -180,9 +188,8 @@ def results_markdown(results: dict[str, Any]) -> str:
     for stage, windows in results["losses"].items():
         lines.append(f"* {stage}: " + ", ".join(f"{k} {a:.3f} -> {b:.3f}" for k, (a, b) in windows.items()))
     lines += ["", f"Recipe `{results['recipe']}` (steps {results.get('steps')}); world {results['world']}; "
-              f"training {results['train_s']:.0f} s, "
-              f"evaluation {results['eval_s']:.0f} s; evaluation limit {results['eval'].get('limit')} images "
-              f"per task; machine: {results['machine']}."]
+              f"training {results['train_s']:.0f} s, evaluation {evaluation_seconds(results)}; evaluation limit "
+              f"{results['eval'].get('limit')} images per task; machine: {results['machine']}."]
     return "\n".join(lines) + "\n"
 
 
@@ -261,12 +268,12 @@ def run(recipe_name: str, output: str | Path, *, evaluate_models: bool = True,
     final = Path(checkpoint or results["final"])
     if checkpoint is not None:
         results["checkpoint"] = str(checkpoint)
-    start = time.time()
     if evaluate_models:
         processor = XSamProcessor.from_pretrained(processor_path or final)
         settings = recipe.get("eval") or {}
         with torch.no_grad():
             for label in models:
+                start = time.time()
                 if label == "untrained":
                     torch.manual_seed(0)
                     model = XSamForSegmentation(XSamConfig.from_pretrained(final)).eval()
@@ -276,12 +283,15 @@ def run(recipe_name: str, output: str | Path, *, evaluate_models: bool = True,
                 scores = evaluate(model, processor, world, output / "eval", settings, label, tasks)
                 (output / "eval" / label).mkdir(parents=True, exist_ok=True)
                 (output / "eval" / label / "scores.json").write_text(json.dumps(scores), encoding="utf-8")
-        results["eval_s"] = time.time() - start
+                (output / "eval" / label / "eval_s.json").write_text(json.dumps(time.time() - start))
+    results["eval_s"] = {}
     for label in MODELS:  # scores written by this process or by another one scoring the other models
         path = output / "eval" / label / "scores.json"
         if path.is_file():
             results["scores"][label] = json.loads(path.read_text(encoding="utf-8"))
-    results.setdefault("eval_s", 0.0)
+        seconds = output / "eval" / label / "eval_s.json"
+        if seconds.is_file():
+            results["eval_s"][label] = json.loads(seconds.read_text(encoding="utf-8"))
     (output / "results.json").write_text(json.dumps(results, indent=1, default=str), encoding="utf-8")
     (output / "RESULTS.md").write_text(results_markdown(results), encoding="utf-8")
     return results
