@@ -14,12 +14,13 @@ install:
 
 CI_RECIPE_OUT := build/ci-recipe
 
-# The CI training recipe (~10 min on one core) runs in the background beside the test suite, each on one thread
-# (two multi-threaded torch processes on two cores stall each other); its checks run once both are done.
+# The CI training recipe (~9 min on one core) runs in the background beside the test suite, each on one thread
+# (two multi-threaded torch processes on two cores stall each other), then scores the trained and the blind model in
+# two processes side by side (the suite is done by then); its checks run once both are done.
 test: install
 	@rm -rf $(CI_RECIPE_OUT) && mkdir -p $(CI_RECIPE_OUT)
 	@OMP_NUM_THREADS=1 $(PYTHON) -m xsam_hf.synthetic.train_default --recipe ci --output $(CI_RECIPE_OUT) \
-		--models trained,blind > $(CI_RECIPE_OUT).log 2>&1 & recipe=$$!; \
+		--models trained,blind --eval-jobs 2 > $(CI_RECIPE_OUT).log 2>&1 & recipe=$$!; \
 	OMP_NUM_THREADS=1 $(PYTHON) -m pytest -q --durations=15; suite=$$?; \
 	echo "waiting for the CI recipe (log: $(CI_RECIPE_OUT).log)"; wait $$recipe; trained=$$?; \
 	tail -n 25 $(CI_RECIPE_OUT).log; \

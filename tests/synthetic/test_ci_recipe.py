@@ -150,3 +150,31 @@ def test_each_model_keeps_its_own_scoring_time():
     assert evaluation_seconds({"eval_s": {"trained": 263.4, "blind": 250.0}}) == "trained 263 s, blind 250 s"
     assert evaluation_seconds({"eval_s": 263.4}) == "263 s"  # a results.json from before per-model times
     assert evaluation_seconds({"eval_s": {}}) == "not run"
+
+
+def test_models_are_scored_in_child_processes_one_thread_each(monkeypatch, tmp_path):
+    import subprocess
+
+    from xsam_hf.synthetic.train_default import score_in_children
+
+    launched = []
+
+    class FakeChild:
+        def __init__(self, command, env):
+            launched.append((command, env))
+            self.returncode = 3 if command[-1] == "blind" else 0
+
+        def wait(self):
+            return self.returncode
+
+    monkeypatch.setattr(subprocess, "Popen", FakeChild)
+    with pytest.raises(RuntimeError, match=r"blind \(exit 3\)"):
+        score_in_children("ci", tmp_path, ["trained", "blind", "untrained"], 2, tasks=["gcg", "vgd"],
+                          eval_limit=20, checkpoint=None, processor_path=None)
+    assert [command[-1] for command, _ in launched] == ["trained", "blind", "untrained"]  # all run despite a failure
+    for command, env in launched:
+        assert env["OMP_NUM_THREADS"] == "1"
+        assert {"--eval-only", "--scores-only"} <= set(command) and "--checkpoint" not in command
+        assert command[command.index("--tasks") + 1] == "gcg,vgd"
+        assert command[command.index("--eval-limit") + 1] == "20"
+        assert command[command.index("--output") + 1] == str(tmp_path)

@@ -196,11 +196,39 @@ def results_markdown(results: dict[str, Any]) -> str:
 MODELS = ("trained", "blind", "untrained")
 
 
+def score_in_children(recipe_name: str, output: Path, models: Sequence[str], jobs: int, *,
+                      tasks: list[str] | None, eval_limit: int | None, checkpoint: str | Path | None,
+                      processor_path: str | Path | None) -> None:
+    """Score each model in its own ``--eval-only --scores-only`` child process, ``jobs`` at a time, one CPU thread
+    each (two multi-threaded torch processes on two cores stall each other)."""
+    import os
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", __name__, "--recipe", str(recipe_name), "--output", str(output),
+               "--eval-only", "--scores-only"]
+    for flag, value in (("--tasks", ",".join(tasks) if tasks else None), ("--eval-limit", eval_limit),
+                        ("--checkpoint", checkpoint), ("--processor", processor_path)):
+        if value is not None:
+            command += [flag, str(value)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    pending, running, failed = list(models), [], []
+    while pending or running:
+        while pending and len(running) < jobs:
+            label = pending.pop(0)
+            running.append((label, subprocess.Popen(command + ["--models", label], env=env)))
+        label, child = running.pop(0)
+        if child.wait() != 0:
+            failed.append(f"{label} (exit {child.returncode})")
+    if failed:
+        raise RuntimeError(f"Scoring failed for {', '.join(failed)}; see the output above")
+
+
 def run(recipe_name: str, output: str | Path, *, evaluate_models: bool = True,
         tasks: list[str] | None = None, steps_scale: float = 1.0,
         eval_limit: int | None = None, train: bool = True, models: Sequence[str] = MODELS,
         checkpoint: str | Path | None = None, processor_path: str | Path | None = None,
-        from_stage: str | None = None) -> dict[str, Any]:
+        from_stage: str | None = None, eval_jobs: int = 1, merge: bool = True) -> dict[str, Any]:
     """Write the world, train the recipe's stages, evaluate (trained / blind / untrained); returns the results.
 
     ``steps_scale`` multiplies every stage's ``max_steps`` (at least 1 step each), to fit a wall-clock budget;
@@ -210,7 +238,9 @@ def run(recipe_name: str, output: str | Path, *, evaluate_models: bool = True,
     side by side and the tables merge them. ``checkpoint`` scores another checkpoint than the last stage's (a
     Trainer ``checkpoint-N`` folder; ``processor_path`` then names a folder with the processor). ``from_stage``
     resumes a run in ``output``: the world and the stages before it are kept (their losses read back from their
-    ``training_summary.json``), training starts at that stage."""
+    ``training_summary.json``), training starts at that stage. ``eval_jobs`` > 1 scores the models in that many
+    child processes side by side (one CPU thread each); ``merge=False`` writes only ``eval/<model>/`` (what a child
+    does), not the merged ``results.json`` / ``RESULTS.md``."""
     import os
     import platform
 
@@ -262,13 +292,18 @@ def run(recipe_name: str, output: str | Path, *, evaluate_models: bool = True,
             "losses": losses, "train_s": earlier_s + time.time() - start, "eval": recipe.get("eval") or {},
             "final": str(stages[-1]["final"]), "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores",
             "scores": {m: {} for m in MODELS}}
+        # written now, so the training is on record even if scoring fails, and --eval-only children can read it
+        (output / "results.json").write_text(json.dumps(results, indent=1, default=str), encoding="utf-8")
     else:
         results = json.loads((output / "results.json").read_text(encoding="utf-8"))
         results["eval"] = recipe.get("eval") or {}
     final = Path(checkpoint or results["final"])
     if checkpoint is not None:
         results["checkpoint"] = str(checkpoint)
-    if evaluate_models:
+    if evaluate_models and eval_jobs > 1 and len(models) > 1:
+        score_in_children(recipe_name, output, models, eval_jobs, tasks=tasks, eval_limit=eval_limit,
+                          checkpoint=checkpoint, processor_path=processor_path)
+    elif evaluate_models:
         processor = XSamProcessor.from_pretrained(processor_path or final)
         settings = recipe.get("eval") or {}
         with torch.no_grad():
@@ -284,6 +319,8 @@ def run(recipe_name: str, output: str | Path, *, evaluate_models: bool = True,
                 (output / "eval" / label).mkdir(parents=True, exist_ok=True)
                 (output / "eval" / label / "scores.json").write_text(json.dumps(scores), encoding="utf-8")
                 (output / "eval" / label / "eval_s.json").write_text(json.dumps(time.time() - start))
+    if not merge:
+        return results
     results["eval_s"] = {}
     for label in MODELS:  # scores written by this process or by another one scoring the other models
         path = output / "eval" / label / "scores.json"
@@ -310,12 +347,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", default=None, help="score this checkpoint instead of the last stage's")
     parser.add_argument("--processor", default=None, help="processor folder (default: the checkpoint's)")
     parser.add_argument("--from-stage", default=None, help="resume the run in --output at this stage")
+    parser.add_argument("--eval-jobs", type=int, default=1, help="score the models in this many processes at once")
+    parser.add_argument("--scores-only", action="store_true",
+                        help="write only eval/<model>/, not the merged results (a child of --eval-jobs)")
     args = parser.parse_args(argv)
     results = run(args.recipe, args.output, evaluate_models=not args.no_eval,
                   tasks=args.tasks.split(",") if args.tasks else None, steps_scale=args.steps_scale,
                   eval_limit=args.eval_limit, train=not args.eval_only, models=args.models.split(","),
-                  checkpoint=args.checkpoint, processor_path=args.processor, from_stage=args.from_stage)
-    print(results_markdown(results))
+                  checkpoint=args.checkpoint, processor_path=args.processor, from_stage=args.from_stage,
+                  eval_jobs=args.eval_jobs, merge=not args.scores_only)
+    if not args.scores_only:
+        print(results_markdown(results))
     return 0
 
 
