@@ -178,3 +178,35 @@ def test_models_are_scored_in_child_processes_one_thread_each(monkeypatch, tmp_p
         assert command[command.index("--tasks") + 1] == "gcg,vgd"
         assert command[command.index("--eval-limit") + 1] == "20"
         assert command[command.index("--output") + 1] == str(tmp_path)
+
+
+def test_eval_jobs_scores_each_model_in_a_child_of_the_command_line(tmp_path):
+    # the real children, as `python -m` starts them (a child must import this module by its package name)
+    import subprocess
+    import sys
+
+    import torch
+
+    from xsam_hf.modeling.configuration_xsam import XSamConfig
+    from xsam_hf.modeling.modeling_xsam import XSamForSegmentation
+    from xsam_hf.processing import XSamProcessor
+    from xsam_hf.synthetic.writer import write_world
+
+    write_world(tmp_path / "world", seed=0, num_train=0, num_val=2)
+    final = tmp_path / "runs" / "s3" / "final"
+    torch.manual_seed(0)
+    XSamForSegmentation(XSamConfig.from_preset("world", stage="s3")).save_pretrained(final)
+    XSamProcessor.from_preset("world").save_pretrained(final)
+    (tmp_path / "results.json").write_text(json.dumps({
+        "recipe": "ci", "world": {}, "losses": {}, "train_s": 1.0, "final": str(final), "machine": "test",
+        "scores": {"trained": {}, "blind": {}, "untrained": {}}}))
+    done = subprocess.run([sys.executable, "-m", "xsam_hf.synthetic.train_default", "--recipe", "ci", "--output",
+                           str(tmp_path), "--eval-only", "--models", "trained,blind", "--eval-jobs", "2",
+                           "--tasks", "chat", "--eval-limit", "1"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    for label in ("trained", "blind"):
+        assert math.isfinite(results["scores"][label]["chat"])
+        assert (tmp_path / "eval" / label / "chat" / "results.json").is_file()
+        assert results["eval_s"][label] > 0
+    assert "untrained" not in results["eval_s"]

@@ -205,7 +205,8 @@ def score_in_children(recipe_name: str, output: Path, models: Sequence[str], job
     import subprocess
     import sys
 
-    command = [sys.executable, "-m", __name__, "--recipe", str(recipe_name), "--output", str(output),
+    # not __name__: run as `python -m`, this module is __main__, which a child cannot import
+    command = [sys.executable, "-m", f"{__package__}.train_default", "--recipe", str(recipe_name), "--output", str(output),
                "--eval-only", "--scores-only"]
     for flag, value in (("--tasks", ",".join(tasks) if tasks else None), ("--eval-limit", eval_limit),
                         ("--checkpoint", checkpoint), ("--processor", processor_path)):
