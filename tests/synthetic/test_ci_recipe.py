@@ -18,15 +18,10 @@ import pytest
 from xsam_hf.synthetic.train_default import EVAL_TASKS, evaluation_seconds, load_recipe, run
 
 MARGIN = 10.0  # points the trained model must beat the blind one by, per task
-# Measured on the CI recipe (10 validation images per task): too short to learn these.
+# Measured on the CI recipe (20 validation images per task): too short to learn this.
 SHORT_RECIPE_MISSES = {
-    "gcg": "350 mixed steps (50 GCG batches) do not teach the random LLM to write grounded captions: it answers "
-           "the GCG question with a bare <SEG>, so no phrase is grounded",
-    "vgd_cross": "cross-image visual prompts are the hardest VGD form: 7.0 points over blind on the 10 CI images "
-                 "(10.2 on 20; single-image VGD clears the bar)",
-    "semantic": "semantic inference sums class probability x mask over all queries; after 500 segmentation steps the "
-                "no-object class is not yet calibrated and one broad query's 'ground' wins most pixels (panoptic "
-                "inference, which thresholds queries, already separates the stuff classes)",
+    "gcg": "150 warm-up and 450 mixed steps do not teach the random LLM to tell the GCG question from a referring "
+           "one: it answers every GCG question with 'Sure, <SEG>.', so no phrase is grounded (0 = 0)",
 }
 
 
@@ -39,7 +34,7 @@ def ci_run(request, tmp_path_factory):
         assert results["recipe"] == "ci", f"{output} holds a {results['recipe']!r} run, not the CI recipe"
         return output, results
     output = tmp_path_factory.mktemp("ci_recipe")
-    return output, run("ci", output, models=("trained", "blind"))
+    return output, run("ci", output, models=("trained", "blind"), eval_jobs=2)
 
 
 @pytest.mark.ci_recipe
@@ -61,7 +56,7 @@ def test_ci_recipe_runs_every_stage_and_writes_the_table(ci_run):
 def test_every_loss_term_falls_in_every_stage(ci_run):
     _, results = ci_run
     expected = {"s1": {"loss", "loss_cross_entropy", "loss_mask", "loss_dice"}, "s2": {"loss"},
-                "s3_text": {"loss"},
+                "s3_text": {"loss", "lm_loss", "seg_loss"},  # chat, captions and GCG
                 "s3": {"loss", "lm_loss", "seg_loss", "loss_cross_entropy", "loss_mask", "loss_dice"}}
     for stage, terms in expected.items():
         windows = results["losses"][stage]
