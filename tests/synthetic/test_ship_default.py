@@ -60,11 +60,13 @@ def test_shipped_results_name_no_local_folder_and_a_copied_recipe_by_its_name(tm
     results.update(recipe=str(copied), checkpoint=str(run / "runs" / "s3" / "checkpoint-500"),
                    eval_s={"trained": 1.0}, note=str(tmp_path / "elsewhere"))
     (run / "results.json").write_text(json.dumps(results))
+    (run / "RESULTS.md").write_text(f"| panoptic | PQ |\n\nRecipe `{copied}` (steps ...)\n")
     shipped = json.loads((ship(run, tmp_path / "default_model") / "results.json").read_text())
     assert shipped["final"] == "runs/s3/final" and shipped["checkpoint"] == "runs/s3/checkpoint-500"
     assert shipped["recipe"] == "default" and shipped["eval_s"] == {"trained": 1.0}
     assert shipped["note"] == str(tmp_path / "elsewhere")  # outside the run: left as it is
-    assert "--recipe default" in (tmp_path / "default_model" / "README.md").read_text()
+    card = (tmp_path / "default_model" / "README.md").read_text()
+    assert "--recipe default" in card and "Recipe `default` (steps" in card and str(copied) not in card
 
     copied.write_text((RECIPES_DIR / "default.yaml").read_text().replace("max_steps: 500", "max_steps: 501"))
     assert json.loads((ship(run, tmp_path / "again") / "results.json").read_text())["recipe"] == str(copied)

@@ -86,7 +86,9 @@ def ship(run_dir: str | Path, dest: str | Path = DEFAULT_MODEL_DIR) -> Path:
     table = (run_dir / "RESULTS.md").read_text(encoding="utf-8") if (run_dir / "RESULTS.md").is_file() else ""
     parameters = sum(p.numel() for p in model.parameters()) / 1e6
     results = portable(results, run_dir)
-    results["recipe"] = recipe_name(results.get("recipe", "default"))
+    given = results.get("recipe", "default")
+    results["recipe"] = recipe_name(given)
+    table = table.replace(f"Recipe `{given}`", f"Recipe `{results['recipe']}`")
     (dest / "README.md").write_text(CARD.format(parameters=parameters, classes=", ".join(CLASS_NAMES), table=table,
                                                 recipe=results["recipe"]), encoding="utf-8")
     (dest / "results.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
