@@ -1,6 +1,6 @@
 """Train a small X-SAM from scratch on the synthetic world, evaluate every task, write a results table.
 
-``python -m xsam_hf.synthetic.train_default --recipe ci|default|PATH --output DIR [--budget-s SECONDS]``
+``python -m xsam_hf.synthetic.train_default --recipe ci|default|PATH --output DIR [--eval-jobs N]``
 
 A recipe (``xsam_hf/synthetic/recipes/{ci,default}.yaml``) names the world to write (``world: {seed, train, val}``),
 settings shared by every stage (``common``: a partial ``xsam train`` recipe), the stages in order (``stages``: each
@@ -206,8 +206,8 @@ def score_in_children(recipe_name: str, output: Path, models: Sequence[str], job
     import sys
 
     # not __name__: run as `python -m`, this module is __main__, which a child cannot import
-    command = [sys.executable, "-m", f"{__package__}.train_default", "--recipe", str(recipe_name), "--output", str(output),
-               "--eval-only", "--scores-only"]
+    command = [sys.executable, "-m", f"{__package__}.train_default", "--recipe", str(recipe_name),
+               "--output", str(output), "--eval-only", "--scores-only"]
     for flag, value in (("--tasks", ",".join(tasks) if tasks else None), ("--eval-limit", eval_limit),
                         ("--checkpoint", checkpoint), ("--processor", processor_path)):
         if value is not None:
