@@ -1,20 +1,9 @@
 """The composition benchmark (bench/bench_forward.py): the fast check runs its machinery on the tiny preset; the
 slow one runs the "bench" configuration (released widths, 2 layers per transformer) briefly."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "bench_forward.py"
 COMPONENTS = {"SigLIP", "SAM", "LLM", "pixel decoder", "masked decoder"}
-
-
-def _bench_module():
-    spec = importlib.util.spec_from_file_location("bench_forward", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _check(result, llm_tokens):
@@ -27,8 +16,8 @@ def _check(result, llm_tokens):
     assert all(v > 0 for v in medians.values())
 
 
-def test_bench_machinery_on_the_tiny_preset():
-    module = _bench_module()
+def test_bench_machinery_on_the_tiny_preset(bench_script):
+    module = bench_script("bench_forward")
     result = module.run_benchmark(preset="tiny", runs=1, clock="cpu")
     # 138 prompt ids; <image> becomes 16 SigLIP + 16 SAM tokens, <region> one pooled token.
     _check(result, llm_tokens=137 + 32)
@@ -36,8 +25,8 @@ def test_bench_machinery_on_the_tiny_preset():
 
 
 @pytest.mark.slow
-def test_bench_configuration_briefly():
-    module = _bench_module()
+def test_bench_configuration_briefly(bench_script):
+    module = bench_script("bench_forward")
     result = module.run_benchmark(preset="bench", runs=1, clock="cpu")
     _check(result, llm_tokens=137 + 729 + 256)
     # The forward does what its parts do and not much more: the parts explain it to within a quarter.

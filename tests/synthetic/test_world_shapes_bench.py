@@ -2,27 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
 from xsam_hf import default_model
 from xsam_hf.synthetic.scene import generate_scene
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "world_shapes.py"
-
-
-def _bench_module():
-    spec = importlib.util.spec_from_file_location("world_shapes", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_every_object_gets_exactly_one_outcome():
+def test_every_object_gets_exactly_one_outcome(bench_script):
     loaded = default_model.load_model(None)
-    result = _bench_module().shape_outcomes(loaded.model.eval(), loaded.processor, scenes=3)
+    result = bench_script("world_shapes").shape_outcomes(loaded.model.eval(), loaded.processor, scenes=3)
     assert result["objects"] == sum(len(generate_scene(0, "val", i).objects) for i in range(3))
     outcomes = ("no object", "other shape", "right shape", "stuff")
     assert sum(result.get(key, 0.0) for key in outcomes) == pytest.approx(1.0, abs=0.01)
