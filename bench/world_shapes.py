@@ -30,10 +30,10 @@ def shape_outcomes(model, processor, scenes: int, seed: int = 0) -> dict:
     classes = list(CLASS_NAMES)
     stuff = [classes.index(name) for name in STUFF]
     canvas = canvas_size_of(processor.seg_image_processor)
+    request = GenericSegmentationRequest(classes, task="panoptic", stuff_categories=stuff)
     counts: collections.Counter = collections.Counter()
     for index in range(scenes):
         scene = generate_scene(seed, "val", index)
-        request = GenericSegmentationRequest(classes, task="panoptic", stuff_categories=stuff)
         batch = processor(images=[Image.fromarray(scene.image)], requests=[request])
         with torch.no_grad():
             outputs = model(**batch)

@@ -22,8 +22,10 @@ def _fake_run(tmp_path):
     model.save_pretrained(final)
     XSamProcessor.from_preset("world").save_pretrained(final)
     (final / "training_summary.json").write_text("{}")
-    (tmp_path / "run" / "results.json").write_text(json.dumps({"final": str(final), "recipe": "default"}))
-    (tmp_path / "run" / "RESULTS.md").write_text("| task | metric |\n|---|---|\n| panoptic | PQ |\n")
+    (tmp_path / "run" / "results.json").write_text(json.dumps({  # as train_default writes it
+        "final": str(final), "recipe": "default", "world": {"seed": 0, "train": 4, "val": 2}, "steps": {"s3": 1},
+        "losses": {"s3": {"loss": [2.0, 1.0]}}, "train_s": 1.0, "eval": {"limit": 2}, "eval_s": {"trained": 1.0},
+        "machine": "test", "scores": {"trained": {"panoptic": 30.0}, "blind": {}, "untrained": {}}}))
     return tmp_path / "run", model
 
 
@@ -60,7 +62,6 @@ def test_shipped_results_name_no_local_folder_and_a_copied_recipe_by_its_name(tm
     results.update(recipe=str(copied), checkpoint=str(run / "runs" / "s3" / "checkpoint-500"),
                    eval_s={"trained": 1.0}, note=str(tmp_path / "elsewhere"))
     (run / "results.json").write_text(json.dumps(results))
-    (run / "RESULTS.md").write_text(f"| panoptic | PQ |\n\nRecipe `{copied}` (steps ...)\n")
     shipped = json.loads((ship(run, tmp_path / "default_model") / "results.json").read_text())
     assert shipped["final"] == "runs/s3/final" and shipped["checkpoint"] == "runs/s3/checkpoint-500"
     assert shipped["recipe"] == "default" and shipped["eval_s"] == {"trained": 1.0}

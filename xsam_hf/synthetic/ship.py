@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from ..default_model import DEFAULT_MODEL_DIR
-from .train_default import RECIPES_DIR
+from .train_default import RECIPES_DIR, results_markdown
 
 CARD = """# X-SAM world (the embedded default model of xsam-hf)
 
@@ -83,14 +83,13 @@ def ship(run_dir: str | Path, dest: str | Path = DEFAULT_MODEL_DIR) -> Path:
         shutil.rmtree(dest)
     model.save_pretrained(dest)
     processor.save_pretrained(dest)
-    table = (run_dir / "RESULTS.md").read_text(encoding="utf-8") if (run_dir / "RESULTS.md").is_file() else ""
     parameters = sum(p.numel() for p in model.parameters()) / 1e6
     results = portable(results, run_dir)
-    given = results.get("recipe", "default")
-    results["recipe"] = recipe_name(given)
-    table = table.replace(f"Recipe `{given}`", f"Recipe `{results['recipe']}`")
-    (dest / "README.md").write_text(CARD.format(parameters=parameters, classes=", ".join(CLASS_NAMES), table=table,
-                                                recipe=results["recipe"]), encoding="utf-8")
+    results["recipe"] = recipe_name(results.get("recipe", "default"))
+    # the table from the shipped results (not the run's RESULTS.md), so the card names what results.json names
+    (dest / "README.md").write_text(CARD.format(parameters=parameters, classes=", ".join(CLASS_NAMES),
+                                                table=results_markdown(results), recipe=results["recipe"]),
+                                    encoding="utf-8")
     (dest / "results.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
     return dest
 
