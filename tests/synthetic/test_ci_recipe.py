@@ -159,7 +159,7 @@ def test_models_are_scored_in_child_processes_one_thread_each(monkeypatch, tmp_p
             launched.append((command, env))
             self.returncode = 3 if command[-1] == "blind" else 0
 
-        def wait(self):
+        def poll(self):
             return self.returncode
 
     monkeypatch.setattr(subprocess, "Popen", FakeChild)
@@ -173,6 +173,36 @@ def test_models_are_scored_in_child_processes_one_thread_each(monkeypatch, tmp_p
         assert command[command.index("--tasks") + 1] == "gcg,vgd"
         assert command[command.index("--eval-limit") + 1] == "20"
         assert command[command.index("--output") + 1] == str(tmp_path)
+
+
+def test_a_freed_scoring_slot_is_refilled_before_the_first_child_ends(monkeypatch, tmp_path):
+    # "trained" only finishes once "untrained" has started: waiting on children in launch order would hang here
+    import subprocess
+    import time
+
+    from xsam_hf.synthetic.train_default import score_in_children
+
+    launched, polls = [], []
+
+    class FakeChild:
+        def __init__(self, command, env):
+            self.label = command[-1]
+            launched.append(self.label)
+            self.returncode = None
+
+        def poll(self):
+            polls.append(self.label)
+            if len(polls) > 100:
+                raise AssertionError(f"no slot was refilled; launched {launched}")
+            if self.label != "trained" or "untrained" in launched:
+                self.returncode = 0
+            return self.returncode
+
+    monkeypatch.setattr(subprocess, "Popen", FakeChild)
+    monkeypatch.setattr(time, "sleep", lambda seconds: None)
+    score_in_children("ci", tmp_path, ["trained", "blind", "untrained"], 2, tasks=None, eval_limit=None,
+                      checkpoint=None, processor_path=None)
+    assert launched == ["trained", "blind", "untrained"]
 
 
 def test_eval_jobs_scores_each_model_in_a_child_of_the_command_line(tmp_path):

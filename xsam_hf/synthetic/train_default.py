@@ -218,9 +218,14 @@ def score_in_children(recipe_name: str, output: Path, models: Sequence[str], job
         while pending and len(running) < jobs:
             label = pending.pop(0)
             running.append((label, subprocess.Popen(command + ["--models", label], env=env)))
-        label, child = running.pop(0)
-        if child.wait() != 0:
-            failed.append(f"{label} (exit {child.returncode})")
+        finished = [entry for entry in running if entry[1].poll() is not None]
+        if not finished:  # refill whichever slot frees first, not the first-launched one
+            time.sleep(0.5)
+            continue
+        for label, child in finished:
+            running.remove((label, child))
+            if child.returncode != 0:
+                failed.append(f"{label} (exit {child.returncode})")
     if failed:
         raise RuntimeError(f"Scoring failed for {', '.join(failed)}; see the output above")
 
