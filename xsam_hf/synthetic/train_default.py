@@ -31,6 +31,7 @@ import yaml
 
 from ..evaluation.blind import blind
 from ..modeling.nested_dicts import deep_merge
+from ..training.encoder_warmup import TRAINED_PREFIXES, WARMUP_STAGE
 
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
 
@@ -88,13 +89,17 @@ def stage_recipes(recipe: dict[str, Any], world: Path, runs: Path, manifest: dic
         stage_recipe["data"].update({"root": str(world), "sources": [sources[n] for n in names]})
         stage_recipe["training"]["output_dir"] = str(runs / name)
         model = stage_recipe.setdefault("model", {})
-        if previous is not None and previous[0] == stage:
+        if stage == "s1" and WARMUP_STAGE in finals:  # the warmed-up SAM encoder and connector start S1
+            model["init_from"] = [{"path": str(finals[WARMUP_STAGE]), "prefixes": list(TRAINED_PREFIXES)}]
+        elif stage == WARMUP_STAGE and finals:
+            raise ValueError(f"The {WARMUP_STAGE} stage trains a random encoder: it must come first.")
+        elif previous is not None and previous[0] == stage:
             model["pretrained"] = str(previous[1])  # continue the same form
             stage_recipe["processor"] = {k: v for k, v in stage_recipe.get("processor", {}).items()
                                          if k == "pad_to_square"}
         elif stage != "s1":
             model["init_from"] = [{"path": str(path), "from_stage": from_stage}
-                                  for from_stage, path in finals.items() if from_stage != stage]
+                                  for from_stage, path in finals.items() if from_stage not in (stage, WARMUP_STAGE)]
         final = runs / name / "final"
         finals[stage] = final
         previous = (stage, final)

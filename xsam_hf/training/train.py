@@ -358,10 +358,16 @@ def run_training(
     from .stages import STAGE_POLICIES, apply_stage_freezing
     from .trainer import XSamTrainer
 
+    from .encoder_warmup import WARMUP_STAGE, run_encoder_warmup
+
     recipe = copy.deepcopy(dict(recipe))
     stage = recipe.setdefault("stage", "s3")
+    if stage == WARMUP_STAGE:
+        if resume_from_checkpoint or callbacks:
+            raise ValueError(f"The {WARMUP_STAGE} stage takes no resume checkpoint or callbacks.")
+        return run_encoder_warmup(recipe)
     if stage not in STAGE_POLICIES:
-        raise ValueError(f"stage must be one of {sorted(STAGE_POLICIES)}, got {stage!r}.")
+        raise ValueError(f"stage must be one of {sorted(STAGE_POLICIES) + [WARMUP_STAGE]}, got {stage!r}.")
     args = build_training_arguments(recipe)
     output_dir = Path(args.output_dir)
     set_seed(args.seed)

@@ -1,0 +1,157 @@
+"""Do the segmentation features of a model carry an object's shape, and how fast can they learn it?
+
+Two measurements on the synthetic world (scenes generated from the seed, no files needed):
+
+* ``--model DIR`` (default: the embedded model): a **linear probe**. Each object's features are averaged and
+  max-pooled over its ground-truth mask on every level of the SAM connector's pyramid (what the Mask2Former decoder
+  reads), a multinomial logistic regression is fitted on ``--train-scenes`` training scenes and scored on the first
+  ``--val-scenes`` validation scenes. Chance is 1/6 (the six shapes are drawn uniformly).
+* ``--train-encoder STEPS``: the **learnability** of shape by the `world` preset's SAM ViT and connector from random
+  initialisation, with the most direct signal there is: each object's features average-pooled over its mask, a
+  linear shape head, cross-entropy, batch 4, AdamW ``--lr``. Prints the validation accuracy every 100 steps.
+
+    python bench/world_shape_probe.py [--model DIR] [--train-scenes 300]
+    python bench/world_shape_probe.py --train-encoder 3000
+
+Prints JSON lines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from xsam_hf import default_model
+from xsam_hf.synthetic.scene import generate_scene
+from xsam_hf.synthetic.vocabulary import SHAPES
+
+
+def _canvas_tensor(image: np.ndarray, seg_image_processor) -> torch.Tensor:
+    return seg_image_processor(images=[image], return_tensors="pt")["pixel_values"]
+
+
+def _masked_pool(features: torch.Tensor, mask: np.ndarray, with_max: bool) -> torch.Tensor:
+    """`features` (C, h, w) pooled over an image-resolution mask: the area-weighted mean, and optionally the max over
+    the cells the mask covers for at least 30%."""
+    cover = F.interpolate(torch.from_numpy(mask).float()[None, None], size=features.shape[-2:], mode="area")[0, 0]
+    mean = (features * cover).sum((1, 2)) / cover.sum().clamp(min=1e-6)
+    if not with_max:
+        return mean
+    inside = cover >= 0.3
+    peak = features[:, inside].amax(dim=1) if inside.any() else mean  # an object thinner than a cell: its mean
+    return torch.cat([mean, peak])
+
+
+def pooled_object_features(model, seg_image_processor, split: str, scenes: int, seed: int = 0):
+    """Per pyramid level, one pooled feature row per object of the first ``scenes`` scenes; and the shape labels."""
+    rows: dict[str, list[torch.Tensor]] = {}
+    labels = []
+    for index in range(scenes):
+        scene = generate_scene(seed, split, index)
+        with torch.no_grad():
+            pyramid = model.get_image_features(
+                extra_pixel_values=_canvas_tensor(scene.image, seg_image_processor)).feature_pyramid
+        for obj in scene.objects:
+            for level, features in enumerate(pyramid):
+                side = features.shape[-1]
+                rows.setdefault(f"{side}x{side}", []).append(_masked_pool(features[0], obj.mask, with_max=True))
+            labels.append(SHAPES.index(obj.shape))
+    return {name: torch.stack(values) for name, values in rows.items()}, torch.tensor(labels)
+
+
+def linear_probe_accuracy(train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, val_y: torch.Tensor,
+                          num_classes: int, l2: float = 1e-3) -> float:
+    """Validation accuracy of an L2-regularised multinomial logistic regression (standardised inputs, L-BFGS)."""
+    mean, std = train_x.mean(0), train_x.std(0) + 1e-6
+    train_x, val_x = (train_x - mean) / std, (val_x - mean) / std
+    torch.manual_seed(0)
+    head = torch.nn.Linear(train_x.shape[1], num_classes)
+    optimizer = torch.optim.LBFGS(head.parameters(), max_iter=300, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        loss = F.cross_entropy(head(train_x), train_y) + l2 * head.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    with torch.no_grad():
+        return float((head(val_x).argmax(1) == val_y).float().mean())
+
+
+def probe(model, seg_image_processor, train_scenes: int, val_scenes: int) -> dict:
+    train_x, train_y = pooled_object_features(model, seg_image_processor, "train", train_scenes)
+    val_x, val_y = pooled_object_features(model, seg_image_processor, "val", val_scenes)
+    accuracy = {name: round(linear_probe_accuracy(train_x[name], train_y, val_x[name], val_y, len(SHAPES)), 3)
+                for name in train_x}
+    return {"train_objects": len(train_y), "val_objects": len(val_y), "chance": round(1 / len(SHAPES), 3),
+            "val_accuracy_by_level": accuracy}
+
+
+def train_encoder(steps: int, lr: float, seg_image_processor, val_scenes: int = 100, every: int = 100,
+                  train_scenes: int = 2000, level: int = 0):
+    """Yield (step, validation accuracy) while training the `world` SAM ViT + connector and a linear shape head."""
+    from xsam_hf.modeling.configuration_xsam import XSamConfig
+    from xsam_hf.modeling.modeling_xsam import XSamForSegmentation
+
+    torch.manual_seed(0)
+    model = XSamForSegmentation(XSamConfig.from_preset("world", stage="s1", num_closed_set_classes=len(SHAPES)))
+    width = model.get_image_features(extra_pixel_values=torch.zeros(1, 3, 128, 128)).feature_pyramid[level].shape[1]
+    head = torch.nn.Linear(width, len(SHAPES))
+    params = [p for n, p in model.named_parameters() if n.startswith(("segmentation_encoder", "connector"))]
+    params += list(head.parameters())
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+
+    def logits(scenes):
+        pixels = torch.cat([_canvas_tensor(s.image, seg_image_processor) for s in scenes])
+        features = model.get_image_features(extra_pixel_values=pixels).feature_pyramid[level]
+        pooled = [_masked_pool(features[k], obj.mask, with_max=False) for k, s in enumerate(scenes) for obj in s.objects]
+        targets = torch.tensor([SHAPES.index(obj.shape) for s in scenes for obj in s.objects])
+        return head(torch.stack(pooled)), targets
+
+    val = [generate_scene(0, "val", i) for i in range(val_scenes)]
+    for step in range(1, steps + 1):
+        batch = [generate_scene(0, "train", (4 * step + k) % train_scenes) for k in range(4)]
+        output, targets = logits(batch)
+        loss = F.cross_entropy(output, targets)
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        if step % every == 0 or step == steps:
+            with torch.no_grad():
+                right = total = 0
+                for start in range(0, len(val), 10):
+                    output, targets = logits(val[start:start + 10])
+                    right += int((output.argmax(1) == targets).sum())
+                    total += len(targets)
+            yield step, right / total
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default=None, help="model folder (default: the embedded default model)")
+    parser.add_argument("--train-scenes", type=int, default=300)
+    parser.add_argument("--val-scenes", type=int, default=100)
+    parser.add_argument("--train-encoder", type=int, default=0, metavar="STEPS")
+    parser.add_argument("--lr", type=float, default=1e-3)
+    args = parser.parse_args(argv)
+    loaded = default_model.load_model(args.model)
+    seg_image_processor = loaded.processor.seg_image_processor
+    if args.train_encoder:
+        start = time.time()
+        for step, accuracy in train_encoder(args.train_encoder, args.lr, seg_image_processor, args.val_scenes):
+            print(json.dumps({"step": step, "val_accuracy": round(accuracy, 3), "seconds": round(time.time() - start)}),
+                  flush=True)
+        return 0
+    print(json.dumps(probe(loaded.model.eval(), seg_image_processor, args.train_scenes, args.val_scenes)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,85 @@
+"""The encoder warm-up stage (`stage: encoder_warmup`): mask-pooled segment classification that trains only the SAM
+encoder and the connector, and starts S1 of the synthetic recipes."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from xsam_hf.training.encoder_warmup import TRAINED_PREFIXES, WARMUP_STAGE, mask_pooled_features
+from xsam_hf.training.train import build_model, run_training
+
+
+def test_mask_pooled_features_is_the_area_weighted_mean():
+    features = torch.arange(32.0).reshape(2, 4, 4)  # 2 channels, 4x4 cells of 2x2 pixels on an 8x8 canvas
+    masks = torch.zeros(2, 8, 8)
+    masks[0, 0:2, 0:4] = 1  # cells (0,0), (0,1) fully
+    masks[0, 2, 0:2] = 1  # half of cell (1,0)
+    pooled = mask_pooled_features(features, masks)
+    expected = [(0 + 1 + 0.5 * 4) / 2.5, (16 + 17 + 0.5 * 20) / 2.5]
+    assert pooled[0].tolist() == pytest.approx(expected)
+    assert pooled[1].tolist() == [0.0, 0.0]  # an empty mask
+
+
+def _warmup_recipe(world, output_dir, steps: int) -> dict:
+    from xsam_hf.synthetic.train_default import world_sources
+
+    return {
+        "stage": WARMUP_STAGE, "seed": 0,
+        "model": {"preset": "world", "attn_implementation": "eager"}, "processor": {"preset": "world"},
+        "data": {"root": str(world.root), "sources": [world_sources(world.manifest)["panoptic"]], "seed": 0},
+        "training": {"output_dir": str(output_dir), "max_steps": steps, "per_device_train_batch_size": 4,
+                     "learning_rate": 1e-3, "lr_scheduler_type": "constant", "weight_decay": 0.0,
+                     "max_grad_norm": 1.0, "logging_steps": 5, "save_strategy": "no", "report_to": "none",
+                     "use_cpu": True, "disable_tqdm": True, "dataloader_num_workers": 0},
+    }
+
+
+def test_warmup_learns_the_segments_and_changes_only_the_encoder_and_connector(world, tmp_path):
+    recipe = _warmup_recipe(world, tmp_path / "warmup", steps=40)
+    summary = run_training(recipe)
+    losses = [entry["loss_cross_entropy"] for entry in summary["log_history"] if "loss_cross_entropy" in entry]
+    assert len(losses) == 8
+    assert sum(losses[-2:]) / 2 < 0.8 * sum(losses[:2]) / 2  # 20 training scenes: the classes are learned
+
+    final = load_file(tmp_path / "warmup" / "final" / "model.safetensors")
+    torch.manual_seed(0)
+    s1 = copy.deepcopy(recipe)
+    s1["stage"] = "s1"
+    initial, _ = build_model(s1, num_closed_set_classes=len(world.manifest["class_names"]))
+    changed = {name for name, value in initial.state_dict().items() if not torch.equal(value, final[name])}
+    assert changed and all(name.startswith(TRAINED_PREFIXES) for name in changed)
+    assert any(name.startswith("segmentation_encoder.") for name in changed)
+    assert any(name.startswith("connector.") for name in changed)
+
+
+def test_s1_starts_from_the_warmed_up_encoder(world, tmp_path):
+    from xsam_hf.synthetic.train_default import stage_recipes
+
+    recipe = {"common": {"seed": 0, "model": {"preset": "world", "attn_implementation": "eager"},
+                         "processor": {"preset": "world"}, "training": {"max_steps": 1}},
+              "stages": [{"name": "warmup", "stage": WARMUP_STAGE, "sources": ["panoptic"]},
+                         {"name": "s1", "stage": "s1", "sources": ["panoptic"]},
+                         {"name": "s2", "stage": "s2", "sources": ["caption"]},
+                         {"name": "s3", "stage": "s3", "sources": ["refcoco"]}]}
+    stages = {e["name"]: e["recipe"] for e in stage_recipes(recipe, world.root, tmp_path / "runs", world.manifest)}
+    assert stages["s1"]["model"]["init_from"] == [{"path": str(tmp_path / "runs" / "warmup" / "final"),
+                                                   "prefixes": list(TRAINED_PREFIXES)}]
+    assert {e["from_stage"] for e in stages["s3"]["model"]["init_from"]} == {"s1", "s2"}  # not the warm-up
+
+    run_training({**stages["warmup"], "training": {**stages["warmup"]["training"], "report_to": "none",
+                                                    "use_cpu": True, "save_strategy": "no"}})
+    warmed = load_file(tmp_path / "runs" / "warmup" / "final" / "model.safetensors")
+    model, report = build_model(stages["s1"], num_closed_set_classes=len(world.manifest["class_names"]))
+    expected = [name for name in warmed if name.startswith(TRAINED_PREFIXES)]
+    assert report["init_from"][0]["loaded"] == len(expected)
+    state = model.state_dict()
+    assert all(torch.equal(state[name], warmed[name]) for name in expected)
+
+    late = copy.deepcopy(recipe)
+    late["stages"].insert(1, late["stages"].pop(0))  # the warm-up after S1
+    with pytest.raises(ValueError, match="must come first"):
+        stage_recipes(late, world.root, tmp_path / "late", world.manifest)

@@ -1,0 +1,52 @@
+"""bench/world_shape_probe.py (is shape readable from the segmentation features, how fast is it learned)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from xsam_hf import default_model
+from xsam_hf.synthetic.scene import generate_scene
+
+
+def test_masked_pool_is_the_area_weighted_mean_and_the_max_of_covered_cells(bench_script):
+    pool = bench_script("world_shape_probe")._masked_pool
+    features = torch.arange(16.0).reshape(1, 4, 4)  # one channel, 4x4 cells of 2x2 pixels on an 8x8 image
+    mask = np.zeros((8, 8), dtype=bool)
+    mask[0:2, 0:4] = True  # cells (0,0) and (0,1) fully
+    mask[2, 0:2] = True  # half of cell (1,0)
+    mean, peak = pool(features, mask, with_max=True)
+    assert float(mean) == pytest.approx((0 * 4 + 1 * 4 + 4 * 2) / 10)
+    assert float(peak) == 4.0  # cell (1,0) is covered 50% (>= 30%)
+
+
+def test_the_probe_reads_an_encoded_label_and_not_noise(bench_script):
+    accuracy = bench_script("world_shape_probe").linear_probe_accuracy
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 6, (600,), generator=generator)
+    noise = torch.randn(600, 32, generator=generator)
+    encoded = noise.clone()
+    encoded[:, :6] += 4.0 * torch.nn.functional.one_hot(labels, 6)
+    assert accuracy(encoded[:400], labels[:400], encoded[400:], labels[400:], 6) >= 0.95
+    assert accuracy(noise[:400], labels[:400], noise[400:], labels[400:], 6) <= 1 / 6 + 0.1
+
+
+def test_probe_pools_every_object_on_every_pyramid_level(bench_script):
+    loaded = default_model.load_model(None)
+    result = bench_script("world_shape_probe").probe(loaded.model.eval(), loaded.processor.seg_image_processor,
+                                                   train_scenes=3, val_scenes=2)
+    assert result["train_objects"] == sum(len(generate_scene(0, "train", i).objects) for i in range(3))
+    assert result["val_objects"] == sum(len(generate_scene(0, "val", i).objects) for i in range(2))
+    assert set(result["val_accuracy_by_level"]) == {"32x32", "16x16", "8x8"}  # the world preset's pyramid
+
+
+def test_train_encoder_scores_every_validation_object(bench_script):
+    loaded = default_model.load_model(None)
+    run = bench_script("world_shape_probe").train_encoder(2, 1e-3, loaded.processor.seg_image_processor,
+                                                         val_scenes=2, every=1)
+    objects = sum(len(generate_scene(0, "val", i).objects) for i in range(2))
+    steps = list(run)
+    assert [step for step, _ in steps] == [1, 2]
+    for _, accuracy in steps:
+        assert accuracy * objects == pytest.approx(round(accuracy * objects))  # a count of right objects
