@@ -7,8 +7,9 @@ Two measurements on the synthetic world (scenes generated from the seed, no file
   reads), a multinomial logistic regression is fitted on ``--train-scenes`` training scenes and scored on the first
   ``--val-scenes`` validation scenes. Chance is 1/6 (the six shapes are drawn uniformly).
 * ``--train-encoder STEPS``: the **learnability** of shape by the `world` preset's SAM ViT and connector from random
-  initialisation, with the most direct signal there is: each object's features average-pooled over its mask, a
-  linear shape head, cross-entropy, batch 4, AdamW ``--lr``. Prints the validation accuracy every 100 steps.
+  initialisation, with the most direct signal there is: the encoder warm-up's model (each object's finest-level
+  features averaged over its mask, a linear head) with the six shapes for classes, cross-entropy, batch 4, AdamW
+  ``--lr``. Prints the validation accuracy every 100 steps.
 
     python bench/world_shape_probe.py [--model DIR] [--train-scenes 300]
     python bench/world_shape_probe.py --train-encoder 3000
@@ -29,39 +30,40 @@ import torch.nn.functional as F
 from xsam_hf import default_model
 from xsam_hf.synthetic.scene import generate_scene
 from xsam_hf.synthetic.vocabulary import SHAPES
+from xsam_hf.training.encoder_warmup import EncoderWarmupModel, mask_pooled_features
 
 
 def _canvas_tensor(image: np.ndarray, seg_image_processor) -> torch.Tensor:
     return seg_image_processor(images=[image], return_tensors="pt")["pixel_values"]
 
 
-def _masked_pool(features: torch.Tensor, mask: np.ndarray, with_max: bool) -> torch.Tensor:
-    """`features` (C, h, w) pooled over an image-resolution mask: the area-weighted mean, and optionally the max over
-    the cells the mask covers for at least 30%."""
-    cover = F.interpolate(torch.from_numpy(mask).float()[None, None], size=features.shape[-2:], mode="area")[0, 0]
-    mean = (features * cover).sum((1, 2)) / cover.sum().clamp(min=1e-6)
-    if not with_max:
-        return mean
-    inside = cover >= 0.3
-    peak = features[:, inside].amax(dim=1) if inside.any() else mean  # an object thinner than a cell: its mean
-    return torch.cat([mean, peak])
+def _max_pooled(features: torch.Tensor, masks: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+    """`features` (C, h, w) max-pooled over the cells each of `masks` (N, H, W) covers for at least 30%: (N, C); an
+    object thinner than a cell keeps its mean."""
+    cover = F.interpolate(masks[:, None].float(), size=features.shape[-2:], mode="area")[:, 0]
+    rows = []
+    for inside, fallback in zip(cover >= 0.3, mean):
+        rows.append(features[:, inside].amax(dim=1) if inside.any() else fallback)
+    return torch.stack(rows)
 
 
 def pooled_object_features(model, seg_image_processor, split: str, scenes: int, seed: int = 0):
-    """Per pyramid level, one pooled feature row per object of the first ``scenes`` scenes; and the shape labels."""
+    """Per pyramid level, one pooled feature row (mask mean, then mask max) per object of the first ``scenes``
+    scenes; and the shape labels."""
     rows: dict[str, list[torch.Tensor]] = {}
     labels = []
     for index in range(scenes):
         scene = generate_scene(seed, split, index)
+        masks = torch.from_numpy(np.stack([obj.mask for obj in scene.objects]))
         with torch.no_grad():
             pyramid = model.get_image_features(
                 extra_pixel_values=_canvas_tensor(scene.image, seg_image_processor)).feature_pyramid
-        for obj in scene.objects:
-            for level, features in enumerate(pyramid):
-                side = features.shape[-1]
-                rows.setdefault(f"{side}x{side}", []).append(_masked_pool(features[0], obj.mask, with_max=True))
-            labels.append(SHAPES.index(obj.shape))
-    return {name: torch.stack(values) for name, values in rows.items()}, torch.tensor(labels)
+        for features in pyramid:
+            side = features.shape[-1]
+            mean = mask_pooled_features(features[0], masks)
+            rows.setdefault(f"{side}x{side}", []).append(torch.cat([mean, _max_pooled(features[0], masks, mean)], 1))
+        labels.extend(SHAPES.index(obj.shape) for obj in scene.objects)
+    return {name: torch.cat(values) for name, values in rows.items()}, torch.tensor(labels)
 
 
 def linear_probe_accuracy(train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, val_y: torch.Tensor,
@@ -94,25 +96,24 @@ def probe(model, seg_image_processor, train_scenes: int, val_scenes: int) -> dic
 
 
 def train_encoder(steps: int, lr: float, seg_image_processor, val_scenes: int = 100, every: int = 100,
-                  train_scenes: int = 2000, level: int = 0):
-    """Yield (step, validation accuracy) while training the `world` SAM ViT + connector and a linear shape head."""
+                  train_scenes: int = 2000):
+    """Yield (step, validation accuracy) while training the `world` SAM ViT + connector and a linear shape head: the
+    encoder warm-up's model (`EncoderWarmupModel`) with shapes for classes."""
     from xsam_hf.modeling.configuration_xsam import XSamConfig
     from xsam_hf.modeling.modeling_xsam import XSamForSegmentation
 
     torch.manual_seed(0)
-    model = XSamForSegmentation(XSamConfig.from_preset("world", stage="s1", num_closed_set_classes=len(SHAPES)))
-    width = model.get_image_features(extra_pixel_values=torch.zeros(1, 3, 128, 128)).feature_pyramid[level].shape[1]
-    head = torch.nn.Linear(width, len(SHAPES))
-    params = [p for n, p in model.named_parameters() if n.startswith(("segmentation_encoder", "connector"))]
-    params += list(head.parameters())
+    model = EncoderWarmupModel(
+        XSamForSegmentation(XSamConfig.from_preset("world", stage="s1", num_closed_set_classes=len(SHAPES))),
+        len(SHAPES))
+    params = [p for p in model.parameters() if p.requires_grad]  # the encoder, the connector and the head
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
 
     def logits(scenes):
         pixels = torch.cat([_canvas_tensor(s.image, seg_image_processor) for s in scenes])
-        features = model.get_image_features(extra_pixel_values=pixels).feature_pyramid[level]
-        pooled = [_masked_pool(features[k], obj.mask, with_max=False) for k, s in enumerate(scenes) for obj in s.objects]
+        masks = [torch.from_numpy(np.stack([obj.mask for obj in s.objects])) for s in scenes]
         targets = torch.tensor([SHAPES.index(obj.shape) for s in scenes for obj in s.objects])
-        return head(torch.stack(pooled)), targets
+        return model.segment_logits(pixels, masks), targets
 
     val = [generate_scene(0, "val", i) for i in range(val_scenes)]
     for step in range(1, steps + 1):

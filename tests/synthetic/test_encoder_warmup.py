@@ -83,3 +83,41 @@ def test_s1_starts_from_the_warmed_up_encoder(world, tmp_path):
     late["stages"].insert(1, late["stages"].pop(0))  # the warm-up after S1
     with pytest.raises(ValueError, match="must come first"):
         stage_recipes(late, world.root, tmp_path / "late", world.manifest)
+
+
+def test_warmup_resumes_from_its_checkpoint_and_takes_callbacks(world, tmp_path):
+    """The warm-up is one form of `run_training`: a run stopped at step 4 and resumed ends where the whole run ends."""
+    from transformers import TrainerCallback
+
+    class CountSteps(TrainerCallback):
+        steps = 0
+
+        def on_step_end(self, args, state, control, **kwargs):
+            CountSteps.steps += 1
+
+    whole = _warmup_recipe(world, tmp_path / "whole", steps=8)
+    run_training(whole, callbacks=[CountSteps()])
+    assert CountSteps.steps == 8
+
+    halted = _warmup_recipe(world, tmp_path / "halted", steps=8)
+    halted["training"].update(save_strategy="steps", save_steps=4)
+    first = copy.deepcopy(halted)
+    first["training"]["max_steps"] = 4
+    run_training(first)
+    assert (tmp_path / "halted" / "checkpoint-4").is_dir()
+    summary = run_training(halted, resume_from_checkpoint="auto")
+    assert summary["global_step"] == 8 and summary["freezing"]["policy"] == WARMUP_STAGE
+    assert min(entry["step"] for entry in summary["log_history"] if "loss" in entry) > 4  # it did not start over
+    resumed = load_file(tmp_path / "halted" / "final" / "model.safetensors")
+    reference = load_file(tmp_path / "whole" / "final" / "model.safetensors")
+    assert resumed.keys() == reference.keys()
+    for name in reference:
+        torch.testing.assert_close(resumed[name], reference[name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize("section", ["lora", "quantization", "freeze", "augmentation"])
+def test_warmup_refuses_sections_that_do_not_apply(world, tmp_path, section):
+    recipe = _warmup_recipe(world, tmp_path / "warmup", steps=1)
+    recipe[section] = {"r": 4}
+    with pytest.raises(ValueError, match=f"no `{section}:` section"):
+        run_training(recipe)

@@ -10,15 +10,16 @@ from xsam_hf import default_model
 from xsam_hf.synthetic.scene import generate_scene
 
 
-def test_masked_pool_is_the_area_weighted_mean_and_the_max_of_covered_cells(bench_script):
-    pool = bench_script("world_shape_probe")._masked_pool
+def test_max_pool_takes_the_cells_a_mask_covers_for_at_least_30_percent(bench_script):
+    max_pooled = bench_script("world_shape_probe")._max_pooled
     features = torch.arange(16.0).reshape(1, 4, 4)  # one channel, 4x4 cells of 2x2 pixels on an 8x8 image
-    mask = np.zeros((8, 8), dtype=bool)
-    mask[0:2, 0:4] = True  # cells (0,0) and (0,1) fully
-    mask[2, 0:2] = True  # half of cell (1,0)
-    mean, peak = pool(features, mask, with_max=True)
-    assert float(mean) == pytest.approx((0 * 4 + 1 * 4 + 4 * 2) / 10)
-    assert float(peak) == 4.0  # cell (1,0) is covered 50% (>= 30%)
+    masks = torch.zeros(2, 8, 8, dtype=torch.bool)
+    masks[0, 0:2, 0:4] = True  # cells (0,0) and (0,1) fully
+    masks[0, 2, 0:2] = True  # half of cell (1,0): value 4
+    masks[0, 7, 7] = True  # a quarter of cell (3,3) (value 15): under 30%, left out
+    masks[1, 5, 5] = True  # thinner than any cell: keeps its mean
+    mean = torch.tensor([[1.5], [-1.0]])
+    assert max_pooled(features, masks, mean).tolist() == [[4.0], [-1.0]]
 
 
 def test_the_probe_reads_an_encoded_label_and_not_noise(bench_script):

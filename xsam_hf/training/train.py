@@ -358,16 +358,17 @@ def run_training(
     from .stages import STAGE_POLICIES, apply_stage_freezing
     from .trainer import XSamTrainer
 
-    from .encoder_warmup import WARMUP_STAGE, run_encoder_warmup
+    from .encoder_warmup import TRAINED_PREFIXES, WARMUP_STAGE, EncoderWarmupModel, check_warmup_recipe
 
     recipe = copy.deepcopy(dict(recipe))
     stage = recipe.setdefault("stage", "s3")
-    if stage == WARMUP_STAGE:
-        if resume_from_checkpoint or callbacks:
-            raise ValueError(f"The {WARMUP_STAGE} stage takes no resume checkpoint or callbacks.")
-        return run_encoder_warmup(recipe)
-    if stage not in STAGE_POLICIES:
+    warmup = stage == WARMUP_STAGE
+    if warmup:
+        check_warmup_recipe(recipe)
+    elif stage not in STAGE_POLICIES:
         raise ValueError(f"stage must be one of {sorted(STAGE_POLICIES) + [WARMUP_STAGE]}, got {stage!r}.")
+    form = "s1" if warmup else stage  # the warm-up reads S1's data and trains an S1-form model
+    recipe["stage"] = form
     args = build_training_arguments(recipe)
     output_dir = Path(args.output_dir)
     set_seed(args.seed)
@@ -376,7 +377,7 @@ def run_training(
     dataset = build_train_dataset(recipe, counter)
     processor = build_processor(recipe)
     classes = None
-    if stage == "s1":
+    if form == "s1":
         classes = len(dataset[0].example.class_names)  # the closed set: the data set's category list
     model, init_report = build_model(recipe, num_closed_set_classes=classes)
     if hasattr(model, "language_model") and len(processor.tokenizer) > model.config.text_config.vocab_size:
@@ -400,7 +401,11 @@ def run_training(
                                activation_checkpointing=bool(args.activation_checkpointing),
                                attn_implementation=(recipe.get("model") or {}).get("attn_implementation"))
     freeze_summary: dict[str, Any]
-    if lora_spec:
+    if warmup:
+        model = EncoderWarmupModel(model, classes)  # freezes all but the encoder and connector itself
+        freeze_summary = {"policy": WARMUP_STAGE, "trained_prefixes": list(TRAINED_PREFIXES),
+                          "trainable": sum(p.requires_grad for p in model.segmentor.parameters())}
+    elif lora_spec:
         settings = XSamLoraSettings(**{k: v for k, v in lora_spec.items() if k != "merge"})
         model = apply_lora(model, settings)
         freeze_summary = {"policy": "lora", "lora_modules": len(lora_module_names(model)),
@@ -411,12 +416,12 @@ def run_training(
         report = apply_stage_freezing(model, trainable, freeze.get("frozen") or ())
         freeze_summary = {"policy": stage, "trainable": len(report.trainable), "frozen": len(report.frozen)}
     if "module_lr_multipliers" not in (recipe.get("training") or {}):
-        args.module_lr_multipliers = dict(STAGE_POLICIES[stage].lr_multipliers)
+        args.module_lr_multipliers = {} if warmup else dict(STAGE_POLICIES[stage].lr_multipliers)
 
     augment_spec = recipe.get("augmentation")
     collator = XSamDataCollator(
         processor,
-        stage=stage,
+        stage=form,
         augmentation=RandomScaleCenterCrop(**augment_spec) if augment_spec else None,
         seed=int((recipe.get("data") or {}).get("seed", recipe.get("seed", 0))),
         counter=counter,
@@ -447,7 +452,11 @@ def run_training(
         "freezing": freeze_summary,
         "log_history": trainer.state.log_history,
     }
-    if lora_spec:
+    if warmup:  # the S1-form model without the warm-up's head: S1 loads its encoder and connector
+        if args.process_index == 0:
+            model.segmentor.save_pretrained(final_dir)
+            processor.save_pretrained(final_dir)
+    elif lora_spec:
         trainer.save_model(str(final_dir / "adapter"))
         if lora_spec.get("merge", True) and args.process_index == 0:
             merged = _merge_for_saving(trainer.model, base_dir, final_dir / "adapter")
