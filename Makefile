@@ -14,7 +14,7 @@ install:
 
 CI_RECIPE_OUT := build/ci-recipe
 
-# The CI training recipe (~9 min on one core) runs in the background beside the test suite, each on one thread
+# The CI training recipe (~12 min on one core) runs in the background beside the test suite, each on one thread
 # (two multi-threaded torch processes on two cores stall each other), then scores the trained and the blind model in
 # two processes side by side (the suite is done by then); its checks run once both are done.
 test: install

@@ -1,4 +1,5 @@
-"""The CI recipe (xsam_hf/synthetic/recipes/ci.yaml) end to end: world -> S1 -> S2 -> S3 -> `xsam eval` of every task.
+"""The CI recipe (xsam_hf/synthetic/recipes/ci.yaml) end to end: world -> encoder warm-up -> S1 -> S2 -> S3 ->
+`xsam eval` of every task.
 
 `make test` runs the recipe in the background beside the test suite (one CPU thread each, about 10 minutes) and then
 these ``ci_recipe`` tests on its output (``--ci-recipe-output DIR``); run alone, they run the recipe themselves.
@@ -20,7 +21,7 @@ from xsam_hf.synthetic.train_default import EVAL_TASKS, evaluation_seconds, load
 MARGIN = 10.0  # points the trained model must beat the blind one by, per task
 # Measured on the CI recipe (20 validation images per task): too short to learn this.
 SHORT_RECIPE_MISSES = {
-    "gcg": "150 warm-up and 450 mixed steps do not teach the random LLM to tell the GCG question from a referring "
+    "gcg": "150 text warm-up and 450 mixed steps do not teach the random LLM to tell the GCG question from a referring "
            "one: it answers every GCG question with 'Sure, <SEG>.', so no phrase is grounded (0 = 0)",
 }
 
@@ -55,7 +56,8 @@ def test_ci_recipe_runs_every_stage_and_writes_the_table(ci_run):
 @pytest.mark.ci_recipe
 def test_every_loss_term_falls_in_every_stage(ci_run):
     _, results = ci_run
-    expected = {"s1": {"loss", "loss_cross_entropy", "loss_mask", "loss_dice"}, "s2": {"loss"},
+    expected = {"encoder_warmup": {"loss", "loss_cross_entropy"},  # the segment-classification head's loss
+                "s1": {"loss", "loss_cross_entropy", "loss_mask", "loss_dice"}, "s2": {"loss"},
                 "s3_text": {"loss", "lm_loss", "seg_loss"},  # chat, captions and GCG
                 "s3": {"loss", "lm_loss", "seg_loss", "loss_cross_entropy", "loss_mask", "loss_dice"}}
     for stage, terms in expected.items():
@@ -78,7 +80,7 @@ def test_trained_beats_blind_by_ten_points(ci_run, task):
 
 # Fast checks of the driver (no training).
 @pytest.mark.parametrize("name", ["ci", "default"])
-def test_recipes_chain_s1_s2_s3_on_the_world(name, tmp_path):
+def test_recipes_chain_warmup_s1_s2_s3_on_the_world(name, tmp_path):
     from xsam_hf.modeling.presets import get_preset
     from xsam_hf.synthetic import recipe_sources
     from xsam_hf.synthetic.train_default import stage_recipes
@@ -88,10 +90,12 @@ def test_recipes_chain_s1_s2_s3_on_the_world(name, tmp_path):
     recipe = load_recipe(name)
     stages = stage_recipes(recipe, tmp_path / "world", tmp_path / "runs", manifest)
     forms = [entry["recipe"]["stage"] for entry in stages]
-    assert forms[0] == "s1" and forms[1] == "s2" and forms[-1] == "s3"
+    assert forms[:3] == ["encoder_warmup", "s1", "s2"] and forms[-1] == "s3"
+    assert stages[1]["recipe"]["model"]["init_from"] == [  # S1 takes only the warm-up's encoder and connector
+        {"path": str(tmp_path / "runs" / "encoder_warmup" / "final"), "prefixes": ["segmentation_encoder.", "connector."]}]
     first_s3 = forms.index("s3")
     init = stages[first_s3]["recipe"]["model"]["init_from"]
-    assert {entry["from_stage"] for entry in init} == {"s1", "s2"}
+    assert {entry["from_stage"] for entry in init} == {"s1", "s2"}  # the warm-up's encoder arrives through S1
     for entry in stages[first_s3 + 1:]:  # later S3 stages continue from the one before
         assert entry["recipe"]["model"]["pretrained"].endswith("final")
     for entry in stages:

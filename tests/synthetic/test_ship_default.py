@@ -69,5 +69,7 @@ def test_shipped_results_name_no_local_folder_and_a_copied_recipe_by_its_name(tm
     card = (tmp_path / "default_model" / "README.md").read_text()
     assert "--recipe default" in card and "Recipe `default` (steps" in card and str(copied) not in card
 
-    copied.write_text((RECIPES_DIR / "default.yaml").read_text().replace("max_steps: 500", "max_steps: 501"))
+    edited = (RECIPES_DIR / "default.yaml").read_text().replace("max_steps: 4000", "max_steps: 4001")
+    assert edited != (RECIPES_DIR / "default.yaml").read_text()
+    copied.write_text(edited)
     assert json.loads((ship(run, tmp_path / "again") / "results.json").read_text())["recipe"] == str(copied)
