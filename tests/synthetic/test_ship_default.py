@@ -69,6 +69,12 @@ def test_shipped_results_name_no_local_folder_and_a_copied_recipe_by_its_name(tm
     card = (tmp_path / "default_model" / "README.md").read_text()
     assert "--recipe default" in card and "Recipe `default` (steps" in card and str(copied) not in card
 
+    inside = run / "default_copy.yaml"  # a copy kept in the run folder is named too
+    inside.write_text((RECIPES_DIR / "default.yaml").read_text())
+    (run / "results.json").write_text(json.dumps({**results, "recipe": str(inside)}))
+    assert json.loads((ship(run, tmp_path / "inside") / "results.json").read_text())["recipe"] == "default"
+    (run / "results.json").write_text(json.dumps(results))
+
     edited = (RECIPES_DIR / "default.yaml").read_text().replace("max_steps: 4000", "max_steps: 4001")
     assert edited != (RECIPES_DIR / "default.yaml").read_text()
     copied.write_text(edited)

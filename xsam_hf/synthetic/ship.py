@@ -84,8 +84,11 @@ def ship(run_dir: str | Path, dest: str | Path = DEFAULT_MODEL_DIR) -> Path:
     model.save_pretrained(dest)
     processor.save_pretrained(dest)
     parameters = sum(p.numel() for p in model.parameters()) / 1e6
+    recipe = results.get("recipe", "default")
+    packaged = recipe_name(recipe)  # before `portable`: a recipe file inside the run must still be found
     results = portable(results, run_dir)
-    results["recipe"] = recipe_name(results.get("recipe", "default"))
+    if packaged != recipe:
+        results["recipe"] = packaged
     # the table from the shipped results (not the run's RESULTS.md), so the card names what results.json names
     (dest / "README.md").write_text(CARD.format(parameters=parameters, classes=", ".join(CLASS_NAMES),
                                                 table=results_markdown(results), recipe=results["recipe"]),
