@@ -92,7 +92,8 @@ def test_recipes_chain_warmup_s1_s2_s3_on_the_world(name, tmp_path):
     forms = [entry["recipe"]["stage"] for entry in stages]
     assert forms[:3] == ["encoder_warmup", "s1", "s2"] and forms[-1] == "s3"
     assert stages[1]["recipe"]["model"]["init_from"] == [  # S1 takes only the warm-up's encoder and connector
-        {"path": str(tmp_path / "runs" / "encoder_warmup" / "final"), "prefixes": ["segmentation_encoder.", "connector."]}]
+        {"path": str(tmp_path / "runs" / "encoder_warmup" / "final"),
+         "prefixes": ["segmentation_encoder.", "connector."]}]
     first_s3 = forms.index("s3")
     init = stages[first_s3]["recipe"]["model"]["init_from"]
     assert {entry["from_stage"] for entry in init} == {"s1", "s2"}  # the warm-up's encoder arrives through S1

@@ -3,8 +3,8 @@
 X-SAM starts from a pretrained SAM-L, whose features already describe shapes. A SAM ViT trained from scratch (the
 synthetic world's default model) does not get there through the Mask2Former losses of S1 in a CPU budget: its
 features encode colour and position but an object's shape stays unreadable (`bench/world_shape_probe.py`: a linear
-probe on mask-pooled features reads 34% of the shapes after 2,000 S1 steps, chance being 17%). This stage stands in for the missing pretraining
-with the most direct signal available: each ground-truth segment's feature on the connector's finest pyramid level,
+probe on mask-pooled features reads 34% of the shapes after 2,000 S1 steps, chance being 17%). This stage stands in
+for the missing pretraining with the most direct signal available: each ground-truth segment's feature on the connector's finest pyramid level,
 averaged over its mask, is classified by a linear head into the data set's closed-set categories (cross-entropy).
 It reads the S1 data (panoptic segments, the same loader and collator) and trains only the SAM encoder and the
 connector; the result is an S1-form checkpoint whose `segmentation_encoder.*` and `connector.*` initialise S1
