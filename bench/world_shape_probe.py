@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from xsam_hf import default_model
 from xsam_hf.synthetic.scene import generate_scene
 from xsam_hf.synthetic.vocabulary import SHAPES
-from xsam_hf.training.encoder_warmup import EncoderWarmupModel, mask_pooled_features
+from xsam_hf.training.encoder_warmup import EncoderWarmupModel, freeze_for_warmup, mask_pooled_features
 
 
 def _canvas_tensor(image: np.ndarray, seg_image_processor) -> torch.Tensor:
@@ -106,6 +106,7 @@ def train_encoder(steps: int, lr: float, seg_image_processor, val_scenes: int = 
     model = EncoderWarmupModel(
         XSamForSegmentation(XSamConfig.from_preset("world", stage="s1", num_closed_set_classes=len(SHAPES))),
         len(SHAPES))
+    freeze_for_warmup(model)
     params = [p for p in model.parameters() if p.requires_grad]  # the encoder, the connector and the head
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
 

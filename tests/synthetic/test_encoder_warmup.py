@@ -54,6 +54,11 @@ def test_warmup_learns_the_segments_and_changes_only_the_encoder_and_connector(w
     assert changed and all(name.startswith(TRAINED_PREFIXES) for name in changed)
     assert any(name.startswith("segmentation_encoder.") for name in changed)
     assert any(name.startswith("connector.") for name in changed)
+    # the summary counts what was trained: every encoder and connector tensor plus the head's weight and bias
+    encoder_and_connector = [name for name, _ in initial.named_parameters() if name.startswith(TRAINED_PREFIXES)]
+    frozen = sum(1 for name, _ in initial.named_parameters()) - len(encoder_and_connector)
+    assert summary["freezing"] == {"policy": WARMUP_STAGE, "trainable": len(encoder_and_connector) + 2,
+                                   "frozen": frozen}
 
 
 def test_s1_starts_from_the_warmed_up_encoder(world, tmp_path):

@@ -22,9 +22,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..modeling.modeling_xsam import XSamSegmentationOutput
+from .stages import FreezeReport, apply_stage_freezing
 
 WARMUP_STAGE = "encoder_warmup"
 TRAINED_PREFIXES = ("segmentation_encoder.", "connector.")
+# What the warm-up trains, as `apply_stage_freezing` module names on the wrapped model.
+TRAINED_MODULES = ("segmentor.segmentation_encoder", "segmentor.connector", "head")
 
 
 def mask_pooled_features(features: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
@@ -41,13 +44,8 @@ class EncoderWarmupModel(nn.Module):
         super().__init__()
         self.segmentor = segmentor
         self.config = segmentor.config  # XSamTrainer reads the loss weights here
-        with torch.no_grad():
-            canvas = segmentor.config.segmentation_encoder_config.image_size
-            probe = torch.zeros(1, 3, canvas, canvas, dtype=segmentor.dtype, device=segmentor.device)
-            width = segmentor.get_image_features(extra_pixel_values=probe).feature_pyramid[0].shape[1]
-        self.head = nn.Linear(width, num_classes)
-        for name, parameter in segmentor.named_parameters():
-            parameter.requires_grad_(name.startswith(TRAINED_PREFIXES))
+        finest_width = segmentor.config.decoder_config.feature_channels[0]  # the connector's finest level
+        self.head = nn.Linear(finest_width, num_classes)
 
     def segment_logits(self, extra_pixel_values: torch.Tensor, mask_labels: list[torch.Tensor]) -> torch.Tensor:
         """The head's logits for every segment of `mask_labels` (one (N_b, H, W) tensor per image), image by image:
@@ -67,6 +65,11 @@ class EncoderWarmupModel(nn.Module):
         return XSamSegmentationOutput(loss=loss, seg_loss=loss, loss_dict={"loss_cross_entropy": loss})
 
 
+def freeze_for_warmup(model: EncoderWarmupModel) -> FreezeReport:
+    """Train only the SAM encoder, the connector and the head (the stage's fixed policy)."""
+    return apply_stage_freezing(model, TRAINED_MODULES, freeze_unreached=False)
+
+
 def check_warmup_recipe(recipe: Mapping[str, Any]) -> None:
     """The warm-up trains the full-precision encoder and connector on whole segments: nothing else applies."""
     for key, why in (("lora", "it trains no LLM"), ("quantization", "it trains no LLM"),
@@ -76,4 +79,5 @@ def check_warmup_recipe(recipe: Mapping[str, Any]) -> None:
             raise ValueError(f"The {WARMUP_STAGE} stage takes no `{key}:` section ({why}).")
 
 
-__all__ = ["EncoderWarmupModel", "TRAINED_PREFIXES", "WARMUP_STAGE", "check_warmup_recipe", "mask_pooled_features"]
+__all__ = ["EncoderWarmupModel", "TRAINED_MODULES", "TRAINED_PREFIXES", "WARMUP_STAGE", "check_warmup_recipe",
+           "freeze_for_warmup", "mask_pooled_features"]

@@ -354,11 +354,10 @@ def run_training(
 
     from .augment import RandomScaleCenterCrop
     from .collator import XSamDataCollator
+    from .encoder_warmup import WARMUP_STAGE, EncoderWarmupModel, check_warmup_recipe, freeze_for_warmup
     from .peft_utils import XSamLoraSettings, apply_lora, load_for_qlora, lora_module_names
     from .stages import STAGE_POLICIES, apply_stage_freezing
     from .trainer import XSamTrainer
-
-    from .encoder_warmup import TRAINED_PREFIXES, WARMUP_STAGE, EncoderWarmupModel, check_warmup_recipe
 
     recipe = copy.deepcopy(dict(recipe))
     stage = recipe.setdefault("stage", "s3")
@@ -402,9 +401,9 @@ def run_training(
                                attn_implementation=(recipe.get("model") or {}).get("attn_implementation"))
     freeze_summary: dict[str, Any]
     if warmup:
-        model = EncoderWarmupModel(model, classes)  # freezes all but the encoder and connector itself
-        freeze_summary = {"policy": WARMUP_STAGE, "trained_prefixes": list(TRAINED_PREFIXES),
-                          "trainable": sum(p.requires_grad for p in model.segmentor.parameters())}
+        model = EncoderWarmupModel(model, classes)
+        report = freeze_for_warmup(model)
+        freeze_summary = {"policy": WARMUP_STAGE, "trainable": len(report.trainable), "frozen": len(report.frozen)}
     elif lora_spec:
         settings = XSamLoraSettings(**{k: v for k, v in lora_spec.items() if k != "merge"})
         model = apply_lora(model, settings)
