@@ -111,6 +111,23 @@ def test_recipes_chain_warmup_s1_s2_s3_on_the_world(name, tmp_path):
     assert last_sources == {"coco_panoptic", "refcoco", "reasonseg", "gcg", "coco_vgd", "coco_interactive", "llava"}
 
 
+def test_a_stage_source_can_carry_a_repeat(tmp_path):
+    from xsam_hf.synthetic import recipe_sources
+    from xsam_hf.synthetic.train_default import stage_recipes
+
+    manifest = {"recipe_sources": {"train": recipe_sources("train")},
+                "evaluation_files": {"caption_chat_json": {"train": "chat/llava_caption_train.json"}}}
+    recipe = {"common": {"training": {}}, "stages": [
+        {"name": "s3", "stage": "s3", "sources": ["panoptic", {"name": "gcg", "repeat": 3}], "training": {}}]}
+    (stage,) = stage_recipes(recipe, tmp_path / "world", tmp_path / "runs", manifest)
+    panoptic, gcg = stage["recipe"]["data"]["sources"]
+    assert "repeat" not in panoptic and gcg["repeat"] == 3 and gcg["format"] == "gcg"
+    for bad in ({"name": "gcg", "weight": 3}, {"name": "nowhere", "repeat": 2}):
+        recipe["stages"][0]["sources"] = [bad]
+        with pytest.raises(ValueError, match="A stage source is a name"):
+            stage_recipes(recipe, tmp_path / "world", tmp_path / "runs", manifest)
+
+
 def test_headline_metrics_and_loss_windows():
     from xsam_hf.synthetic.train_default import headline, loss_windows
 

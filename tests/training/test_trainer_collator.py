@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -177,3 +179,14 @@ def test_mixed_tasks_are_refused_and_samples_without_masks_train(data_root, sour
     assert torch.isfinite(output.loss) and output.loss_dict["loss_cross_entropy"] > 0
     output.loss.backward()
     assert model.background_embedding.weight.grad.abs().sum() > 0
+
+
+def test_a_source_repeat_in_the_recipe_multiplies_its_share(data_root, sources):
+    plain = build_train_dataset(tiny_recipe("s3", data_root, data_root / "unused", [sources["genseg"],
+                                                                                      sources["refseg"]]))
+    recipe = tiny_recipe("s3", data_root, data_root / "unused", [sources["genseg"], {**sources["refseg"], "repeat": 3}])
+    weighted = build_train_dataset(recipe)
+    assert weighted.original_lengths == plain.original_lengths
+    assert weighted.factors == pytest.approx([plain.factors[0], 3 * plain.factors[1]])
+    assert weighted.lengths[1] == math.floor(plain.original_lengths[1] * plain.factors[1] * 3 + 1e-9)
+    assert recipe["data"]["sources"][1]["repeat"] == 3  # the recipe itself is left as given

@@ -75,6 +75,19 @@ def world_sources(manifest: dict[str, Any], split: str = "train") -> dict[str, d
     return by_name
 
 
+def _source_entry(sources: dict[str, dict[str, Any]], item: str | dict[str, Any]) -> dict[str, Any]:
+    """A stage's `sources:` item, a short name or ``{name: ..., repeat: ...}``, as a ``data.sources`` entry."""
+    if isinstance(item, str):
+        return dict(sources[item])
+    item = dict(item)
+    name = item.pop("name")
+    unknown = set(item) - {"repeat"}
+    if unknown or name not in sources:
+        raise ValueError(f"A stage source is a name ({', '.join(sorted(sources))}) or {{name, repeat}}; got "
+                         f"{dict(item, name=name)}.")
+    return {**sources[name], **item}
+
+
 def stage_recipes(recipe: dict[str, Any], world: Path, runs: Path, manifest: dict[str, Any]) -> list[dict]:
     """The ``xsam train`` recipe of every stage, chained."""
     sources = world_sources(manifest)
@@ -86,7 +99,7 @@ def stage_recipes(recipe: dict[str, Any], world: Path, runs: Path, manifest: dic
         stage_recipe = deep_merge(recipe.get("common") or {}, spec)
         stage = stage_recipe["stage"]
         stage_recipe.setdefault("data", {})
-        stage_recipe["data"].update({"root": str(world), "sources": [sources[n] for n in names]})
+        stage_recipe["data"].update({"root": str(world), "sources": [_source_entry(sources, n) for n in names]})
         stage_recipe["training"]["output_dir"] = str(runs / name)
         model = stage_recipe.setdefault("model", {})
         if stage == "s1" and WARMUP_STAGE in finals:  # the warmed-up SAM encoder and connector start S1

@@ -195,7 +195,8 @@ def load_source(spec: Mapping[str, Any], root: Path, counter: SkipCounter) -> Ex
 
 
 def build_train_dataset(recipe: Mapping[str, Any], counter: SkipCounter | None = None) -> BalancedConcatDataset:
-    """The recipe's sources, each a `StageTrainingDataset`, concatenated with balance resampling."""
+    """The recipe's sources, each a `StageTrainingDataset`, concatenated with balance resampling (times each
+    source's optional `repeat`)."""
     data_spec = recipe.get("data") or {}
     sources = data_spec.get("sources") or []
     if not sources:
@@ -204,12 +205,14 @@ def build_train_dataset(recipe: Mapping[str, Any], counter: SkipCounter | None =
     root = Path(data_spec.get("root") or ".")
     seed = int(data_spec.get("seed", recipe.get("seed", 0)))
     raw = recipe.get("stage") == "s1"
-    parts = []
+    parts, weights = [], []
     for spec in sources:
+        spec = dict(spec)
+        weights.append(float(spec.pop("repeat", 1.0)))  # a source's extra share, on top of the balance factor
         source = load_source(spec, root, counter)
         parts.append(StageTrainingDataset(source, raw_examples=raw, seed=seed, load_images=True, counter=counter))
     return BalancedConcatDataset(parts, threshold=float(data_spec.get("balance_threshold", 0.1)),
-                                 names=[p.name for p in parts])
+                                 names=[p.name for p in parts], weights=weights)
 
 
 # ----------------------------------------------------------------------------------------------------------------

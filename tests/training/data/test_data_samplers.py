@@ -26,6 +26,18 @@ def test_repeat_factors_follow_the_square_root_rule():
     assert BalancedConcatDataset([[1], [2, 3]], threshold=0).lengths == [1, 2]
 
 
+def test_source_weights_multiply_the_balance_factor():
+    lengths = [900, 90, 10]
+    weighted = BalancedConcatDataset([list(range(n)) for n in lengths], weights=[1.0, 2.0, 0.5])
+    # mid: floor(90 * 1.054 * 2) = 189; small: floor(10 * 3.162 * 0.5) = 15
+    assert weighted.lengths == [900, 189, 15]
+    assert weighted[weighted.offsets[1] + 95] == 5  # a doubled source wraps round its own length
+    assert BalancedConcatDataset([[1], [2, 3]], threshold=0, weights=[3, 1]).lengths == [3, 2]
+    for bad in ([1.0, 1.0], [1.0, 0.0, 1.0], [1.0, -2.0, 1.0]):
+        with pytest.raises(ValueError, match="one positive weight per source"):
+            BalancedConcatDataset([list(range(n)) for n in lengths], weights=bad)
+
+
 def _simulate(lengths, per_device, world_size, seed=0, epoch=0):
     """Every rank's batches, from one sampler per rank (as separate processes would build them)."""
     per_rank = []
