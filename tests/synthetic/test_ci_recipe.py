@@ -122,7 +122,7 @@ def test_a_stage_source_can_carry_a_repeat(tmp_path):
     (stage,) = stage_recipes(recipe, tmp_path / "world", tmp_path / "runs", manifest)
     panoptic, gcg = stage["recipe"]["data"]["sources"]
     assert "repeat" not in panoptic and gcg["repeat"] == 3 and gcg["format"] == "gcg"
-    for bad in ({"name": "gcg", "weight": 3}, {"name": "nowhere", "repeat": 2}):
+    for bad in ({"name": "gcg", "weight": 3}, {"name": "nowhere", "repeat": 2}, {"repeat": 2}):
         recipe["stages"][0]["sources"] = [bad]
         with pytest.raises(ValueError, match="A stage source is a name"):
             stage_recipes(recipe, tmp_path / "world", tmp_path / "runs", manifest)

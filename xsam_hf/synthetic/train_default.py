@@ -80,7 +80,7 @@ def _source_entry(sources: dict[str, dict[str, Any]], item: str | dict[str, Any]
     if isinstance(item, str):
         return dict(sources[item])
     item = dict(item)
-    name = item.pop("name")
+    name = item.pop("name", None)
     unknown = set(item) - {"repeat"}
     if unknown or name not in sources:
         raise ValueError(f"A stage source is a name ({', '.join(sorted(sources))}) or {{name, repeat}}; got "
