@@ -10,8 +10,8 @@ Three measurements on the synthetic world:
 * ``--predictions FILE``: what a model reached, from an ``xsam eval`` interactive ``predictions.jsonl``, in the same
   object-size bins (``n`` counts prompts there, objects for the cap; the reference area is recovered from
   intersection, union and the predicted mask).
-* ``--time-steps N``: the S3 training-step time (forward, backward, AdamW; batch 4 on a small written world, same
-  batches for every variant, round-robin) of the `world` preset against finer SAM patches (patch 4: 32 x 32 tokens),
+* ``--time-steps N``: the S3 training-step time (forward, backward, AdamW; batch 4 on a small written world, the
+  trainer's source-grouped batches, the same for every variant, round-robin) of the `world` preset against finer SAM patches (patch 4: 32 x 32 tokens),
   with the connector's official scales [2, 1, 0.5] (mask features 64 x 64) or [1, 0.5, 0.25] (32 x 32 again).
 
     python bench/world_mask_resolution.py [--predictions RUN/eval/trained/interactive/predictions.jsonl]
@@ -23,11 +23,10 @@ Prints JSON lines.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
-import random
 import tempfile
 import time
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -95,6 +94,7 @@ def step_times(steps: int, train_scenes: int = 40) -> dict[str, float]:
     from xsam_hf.synthetic.train_default import load_recipe, stage_recipes
     from xsam_hf.training import train
     from xsam_hf.training.collator import XSamDataCollator
+    from xsam_hf.training.data import SourceGroupedBatchSampler
 
     with tempfile.TemporaryDirectory() as tmp:
         world = Path(tmp) / "world"
@@ -105,14 +105,8 @@ def step_times(steps: int, train_scenes: int = 40) -> dict[str, float]:
         recipe["model"].pop("init_from", None)
         dataset, processor = train.build_train_dataset(recipe), train.build_processor(recipe)
         collator = XSamDataCollator(processor, stage="s3", seed=0)
-        by_source = defaultdict(list)
-        for index in range(len(dataset)):
-            by_source[dataset.source_of(index)].append(index)
-        rng = random.Random(0)
-        batches = []
-        for _ in range(steps + 2):  # one task per batch, as the source-grouped sampler gives them
-            source = rng.choice(sorted(by_source))
-            batches.append(collator([dataset[rng.choice(by_source[source])] for _ in range(4)]))
+        sampler = SourceGroupedBatchSampler.for_dataset(dataset, 4, seed=0)  # the trainer's one-task batches
+        batches = [collator([dataset[i] for i in indices]) for indices in itertools.islice(sampler, steps + 2)]
         models = {name: variant_model(*spec).train() for name, spec in VARIANTS.items()}
         optimizers = {name: torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-4)
                       for name, m in models.items()}
