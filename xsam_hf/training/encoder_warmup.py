@@ -27,7 +27,7 @@ from .stages import FreezeReport, apply_stage_freezing
 WARMUP_STAGE = "encoder_warmup"
 TRAINED_PREFIXES = ("segmentation_encoder.", "connector.")
 # What the warm-up trains, as `apply_stage_freezing` module names on the wrapped model.
-TRAINED_MODULES = ("segmentor.segmentation_encoder", "segmentor.connector", "head")
+TRAINED_MODULES = tuple(f"segmentor.{prefix.rstrip('.')}" for prefix in TRAINED_PREFIXES) + ("head",)
 
 
 def mask_pooled_features(features: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
