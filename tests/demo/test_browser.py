@@ -110,19 +110,6 @@ def _run_and_read_json(page) -> dict:
     return response.json()
 
 
-def _input_image_src(page) -> str:
-    return page.locator("#input-image img").first.get_attribute("src") or ""
-
-
-def _wait_for_new_input_image(page, before: str) -> None:
-    """Wait until the displayed input image was replaced (markers drawn) and has loaded."""
-    page.wait_for_function(
-        "(before) => { const i = document.querySelector('#input-image img'); "
-        "return i && i.getAttribute('src') !== before && i.complete && i.naturalWidth > 0; }",
-        arg=before,
-    )
-
-
 def _result_image_size(page) -> tuple[int, int]:
     overlay = page.locator("#overlay img")
     overlay.wait_for(state="visible")
@@ -240,15 +227,14 @@ def test_every_path_in_a_real_browser(random_tiny, monkeypatch, tmp_path):
             page.screenshot(path=str(tmp_path / "drag.png"), full_page=True)
             # The two-click box still works beside the drag: Box mode, a click on each opposite corner.
             page.get_by_label("Box (two clicks: opposite corners)").check()
-            shown_before = _input_image_src(page)
+            # The second corner 50 ms after the first, as a quick hand does, while the first is still being handled
+            # (its marker re-rendering): it must not be dropped.
             page.mouse.click(*end)
-            expect(page.locator("#clicks-summary")).to_contain_text("click the opposite corner")
-            # The click also re-renders the image with its marker; a second click during that swap would miss it.
-            _wait_for_new_input_image(page, shown_before)
+            page.wait_for_timeout(50)
             page.mouse.click(*start)
+            expect(page.locator("#clicks-summary li")).to_have_count(2)  # the dragged box and the clicked one
             expect(page.locator("#clicks-summary")).not_to_contain_text("opposite corner")
             lines = page.locator("#clicks-summary li").all_inner_texts()
-            assert len(lines) == 2, lines
             dragged_shown, clicked_shown = ([float(n) for n in re.findall(r"-?\d+", line)] for line in lines)
             # The same region both ways (Gradio rounds a click to whole pixels: within 1 px).
             assert len(clicked_shown) == 4, lines

@@ -358,9 +358,15 @@ def build_app(loaded: LoadedModel, device: str = "cpu") -> gr.Blocks:
             placed = add_click(placed, x, y, mode)
             return draw_click_markers(clean, placed), placed, describe_clicks(placed)
 
-        image.select(on_click, [original, clicks, click_mode], [image, clicks, clicks_summary], queue=False)
+        # A second click made while the first is still being handled (its marker re-rendering) must reach the image:
+        # no progress overlay over the image to swallow it, and not dropped as Gradio's default trigger_mode "once"
+        # does (measured in Chromium: either alone loses it). Queued one at a time, each click reads the prompts the
+        # one before it stored.
+        one_click_at_a_time = {"trigger_mode": "multiple", "concurrency_id": "clicks", "concurrency_limit": 1,
+                               "show_progress": "hidden"}
+        image.select(on_click, [original, clicks, click_mode], [image, clicks, clicks_summary], **one_click_at_a_time)
         prompt_image.select(on_click, [prompt_original, prompt_clicks, click_mode],
-                            [prompt_image, prompt_clicks, prompt_clicks_summary], queue=False)
+                            [prompt_image, prompt_clicks, prompt_clicks_summary], **one_click_at_a_time)
 
         def on_drag(reported: str, clean, placed: ClickPrompts):
             if clean is None:
@@ -371,9 +377,10 @@ def build_app(loaded: LoadedModel, device: str = "cpu") -> gr.Blocks:
             placed = add_box(placed, box)
             return draw_click_markers(clean, placed), placed, describe_clicks(placed)
 
-        image_drag.change(on_drag, [image_drag, original, clicks], [image, clicks, clicks_summary], queue=False)
+        image_drag.change(on_drag, [image_drag, original, clicks], [image, clicks, clicks_summary],
+                          **one_click_at_a_time)
         prompt_image_drag.change(on_drag, [prompt_image_drag, prompt_original, prompt_clicks],
-                                 [prompt_image, prompt_clicks, prompt_clicks_summary], queue=False)
+                                 [prompt_image, prompt_clicks, prompt_clicks_summary], **one_click_at_a_time)
 
         def on_clear_prompts(clean, second_clean):
             empty = ClickPrompts()
@@ -383,7 +390,7 @@ def build_app(loaded: LoadedModel, device: str = "cpu") -> gr.Blocks:
 
         clear_prompts.click(on_clear_prompts, [original, prompt_original],
                             [image, clicks, clicks_summary, prompt_image, prompt_clicks, prompt_clicks_summary,
-                             painting], queue=False)
+                             painting], queue=False, show_progress="hidden")  # a click right after must land
         clear_chat.click(lambda: ([], []), None, [conversation, chatbot], queue=False)
 
         def on_run(task_value, clean, classes_value, stuff_value, prompt_value, placed, painted, paint_kind,
