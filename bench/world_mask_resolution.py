@@ -67,12 +67,14 @@ def resolution_caps(val_scenes: int, grids: tuple[int, ...] = (32, 64), seed: in
 def reached(predictions: Path) -> list[dict]:
     from pycocotools import mask as mask_utils
 
+    from xsam_hf.evaluation.iou import sample_iou
+
     rows = []
     for line in predictions.read_text(encoding="utf-8").splitlines():
         for sample in json.loads(line)["samples"]:
             rle = dict(sample["rle"], counts=sample["rle"]["counts"].encode())
             reference_area = sample["union"] - int(mask_utils.area(rle)) + sample["intersection"]
-            rows.append((reference_area, sample["intersection"] / max(sample["union"], 1)))
+            rows.append((reference_area, sample_iou(sample["intersection"], sample["union"])))
     return _by_area(rows)
 
 
@@ -93,7 +95,7 @@ def step_times(steps: int, train_scenes: int = 40) -> dict[str, float]:
     from xsam_hf.synthetic import write_world
     from xsam_hf.synthetic.train_default import load_recipe, stage_recipes
     from xsam_hf.training import train
-    from xsam_hf.training.collator import XSamDataCollator
+    from xsam_hf.training.collator import SKIPPED_SAMPLES_KEY, TASK_KEY, XSamDataCollator
     from xsam_hf.training.data import SourceGroupedBatchSampler
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -112,7 +114,7 @@ def step_times(steps: int, train_scenes: int = 40) -> dict[str, float]:
                       for name, m in models.items()}
         seconds = dict.fromkeys(models, 0.0)
         for step, batch in enumerate(batches):
-            inputs = {k: v for k, v in batch.items() if k not in ("task", "source", "skipped_samples")}
+            inputs = {k: v for k, v in batch.items() if k not in (TASK_KEY, SKIPPED_SAMPLES_KEY)}
             for name, model in models.items():
                 start = time.perf_counter()
                 model(**inputs).loss.backward()
