@@ -13,6 +13,7 @@ Not skipped when the browser is missing: it fails and says how to install it (`.
 import contextlib
 import re
 import socket
+import time
 import urllib.parse
 from pathlib import Path
 
@@ -240,9 +241,26 @@ def test_every_path_in_a_real_browser(random_tiny, monkeypatch, tmp_path):
             assert len(clicked_shown) == 4, lines
             assert all(abs(a - b) <= 1 for a, b in zip(dragged_shown, clicked_shown)), lines
 
-            # Interactive with a painted stroke instead: the brush layer comes back as one scribble on the image.
+            # "Clear visual prompts" right after a click clears that click too, even when the server is slow to
+            # draw the click's marker (made slow here): the click must not land after the clear.
+            import xsam_hf.demo.app as demo_app
+
+            draw_now = demo_app.draw_click_markers
+
+            def draw_slowly(*args, **kwargs):
+                time.sleep(1.0)
+                return draw_now(*args, **kwargs)
+
+            monkeypatch.setattr(demo_app, "draw_click_markers", draw_slowly)
+            page.get_by_label("Point", exact=True).check()
+            page.mouse.click(*start)
+            page.wait_for_timeout(150)  # a quick hand
             page.locator("#clear-prompts").click()
+            page.wait_for_timeout(2000)  # the slow click has been handled by now, before or after the clear
             expect(page.locator("#clicks-summary")).to_contain_text("No clicked prompts yet")
+            monkeypatch.setattr(demo_app, "draw_click_markers", draw_now)
+
+            # Interactive with a painted stroke instead: the brush layer comes back as one scribble on the image.
             page.get_by_text("Paint scribbles or masks").click()
             canvas = page.locator("#painting canvas").first
             canvas.wait_for(state="visible")

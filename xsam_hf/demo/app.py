@@ -332,24 +332,32 @@ def build_app(loaded: LoadedModel, device: str = "cpu") -> gr.Blocks:
         task.change(on_task, task, [classes_text, stuff_text, prompt_text, visual_group, cross_group, names_text,
                                      threshold, max_new_tokens, chatbot, clear_chat, run], queue=False)
 
+        # A second click made while the first is still being handled (its marker re-rendering) must reach the image:
+        # no progress overlay over the image to swallow it, and not dropped as Gradio's default trigger_mode "once"
+        # does (measured in Chromium: either alone loses it). Queued one at a time, each click reads the prompts the
+        # one before it stored. Uploads and "Clear visual prompts" join the same queue: run beside it, a click still
+        # queued would land after them, on the cleared prompts or the new image.
+        one_click_at_a_time = {"trigger_mode": "multiple", "concurrency_id": "clicks", "concurrency_limit": 1,
+                               "show_progress": "hidden"}
+
         def on_upload(uploaded, second):
             empty = ClickPrompts()
             editor = gr.update() if second is not None else _blank_editor(uploaded)
             return uploaded, empty, describe_clicks(empty), editor, [], []
 
         image.upload(on_upload, [image, prompt_original],
-                     [original, clicks, clicks_summary, painting, conversation, chatbot], queue=False)
+                     [original, clicks, clicks_summary, painting, conversation, chatbot], **one_click_at_a_time)
         image.clear(on_upload, [image, prompt_original],
-                    [original, clicks, clicks_summary, painting, conversation, chatbot], queue=False)
+                    [original, clicks, clicks_summary, painting, conversation, chatbot], **one_click_at_a_time)
 
         def on_prompt_upload(uploaded, first):
             empty = ClickPrompts()
             return uploaded, empty, describe_clicks(empty), _blank_editor(uploaded if uploaded is not None else first)
 
         prompt_image.upload(on_prompt_upload, [prompt_image, original],
-                            [prompt_original, prompt_clicks, prompt_clicks_summary, painting], queue=False)
+                            [prompt_original, prompt_clicks, prompt_clicks_summary, painting], **one_click_at_a_time)
         prompt_image.clear(on_prompt_upload, [prompt_image, original],
-                           [prompt_original, prompt_clicks, prompt_clicks_summary, painting], queue=False)
+                           [prompt_original, prompt_clicks, prompt_clicks_summary, painting], **one_click_at_a_time)
 
         def on_click(clean, placed: ClickPrompts, mode: str, event: gr.SelectData):
             if clean is None:
@@ -358,12 +366,6 @@ def build_app(loaded: LoadedModel, device: str = "cpu") -> gr.Blocks:
             placed = add_click(placed, x, y, mode)
             return draw_click_markers(clean, placed), placed, describe_clicks(placed)
 
-        # A second click made while the first is still being handled (its marker re-rendering) must reach the image:
-        # no progress overlay over the image to swallow it, and not dropped as Gradio's default trigger_mode "once"
-        # does (measured in Chromium: either alone loses it). Queued one at a time, each click reads the prompts the
-        # one before it stored.
-        one_click_at_a_time = {"trigger_mode": "multiple", "concurrency_id": "clicks", "concurrency_limit": 1,
-                               "show_progress": "hidden"}
         image.select(on_click, [original, clicks, click_mode], [image, clicks, clicks_summary], **one_click_at_a_time)
         prompt_image.select(on_click, [prompt_original, prompt_clicks, click_mode],
                             [prompt_image, prompt_clicks, prompt_clicks_summary], **one_click_at_a_time)
@@ -390,7 +392,7 @@ def build_app(loaded: LoadedModel, device: str = "cpu") -> gr.Blocks:
 
         clear_prompts.click(on_clear_prompts, [original, prompt_original],
                             [image, clicks, clicks_summary, prompt_image, prompt_clicks, prompt_clicks_summary,
-                             painting], queue=False, show_progress="hidden")  # a click right after must land
+                             painting], **one_click_at_a_time)
         clear_chat.click(lambda: ([], []), None, [conversation, chatbot], queue=False)
 
         def on_run(task_value, clean, classes_value, stuff_value, prompt_value, placed, painted, paint_kind,
