@@ -45,11 +45,11 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
 
 def test_the_embedded_default_segments_the_shipped_sample_scene(tmp_path):
     """The README's first command (no model, no classes, the shipped scene) and two kinds of prompt, checked against
-    the scene's ground truth. Measured IoUs of the shipped model: sky 0.98, ground 0.96, water 0.92; the large white
-    circle 0.94 labelled "circle", the medium red star 0.71 labelled "star" (the large red star and the orange
-    triangle are found as triangles, IoU 0.43-0.44; the small green circle is missed); referring with each object's
-    full description (size, colour, shape): 0.58, 0.44, 0.37, 0.93, 0.82, mean 0.63; a click on the white circle
-    0.93."""
+    the scene's ground truth. Measured IoUs of the shipped model: sky 0.98, ground 0.97, water 0.91; every object found
+    and labelled by its shape: the large red star 0.79, the orange triangle 0.93, the medium red star 0.70, the white
+    circle 0.95, the small green circle 0.74 (the previous default found two, the others as triangles or not at all);
+    referring with each object's full description (size, colour, shape): 0.71, 0.78, 0.72, 0.93, 0.79, mean 0.79; a
+    click on the white circle 0.93."""
     from xsam_hf.synthetic.sample import sample_scene
 
     scene = sample_scene()
@@ -60,10 +60,9 @@ def test_the_embedded_default_segments_the_shipped_sample_scene(tmp_path):
     for region in scene.stuff:
         ious = [_iou(_decoded(s), region.mask) for s in record["segments"] if s["label"] == region.name]
         assert max(ious, default=0.0) >= 0.8, (region.name, ious)
-    for colour, shape, size in (("white", "circle", "large"), ("red", "star", "medium")):  # found, named by shape
-        obj = next(o for o in scene.objects if (o.colour, o.shape, o.size) == (colour, shape, size))
-        ious = [_iou(_decoded(s), obj.mask) for s in record["segments"] if s["label"] == shape]
-        assert max(ious, default=0.0) >= 0.6, (colour, shape, ious)
+    for obj in scene.objects:  # found, and named by its shape
+        ious = [_iou(_decoded(s), obj.mask) for s in record["segments"] if s["label"] == obj.shape]
+        assert max(ious, default=0.0) >= 0.6, (obj.colour, obj.shape, obj.size, ious)
 
     referred = []
     for index, obj in enumerate(scene.objects):
@@ -72,7 +71,7 @@ def test_the_embedded_default_segments_the_shipped_sample_scene(tmp_path):
                      f"the {obj.size} {obj.colour} {obj.shape}", "--output", str(output)]) == 0
         (segment,) = json.loads(output.with_suffix(".json").read_text())["segments"]
         referred.append(_iou(_decoded(segment), obj.mask))
-    assert sum(referred) / len(referred) >= 0.5, referred
+    assert sum(referred) / len(referred) >= 0.7, referred
 
     circle = next(o for o in scene.objects if (o.colour, o.shape) == ("white", "circle"))
     ys, xs = np.nonzero(circle.mask)
