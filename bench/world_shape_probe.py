@@ -1,17 +1,18 @@
-"""Do the segmentation features of a model carry an object's shape, and how fast can they learn it?
+"""Do the segmentation features of a model carry an object's shape (or colour), and how fast can they learn it?
 
 Two measurements on the synthetic world (scenes generated from the seed, no files needed):
 
 * ``--model DIR`` (default: the embedded model): a **linear probe**. Each object's features are averaged and
   max-pooled over its ground-truth mask on every level of the SAM connector's pyramid (what the Mask2Former decoder
   reads), a multinomial logistic regression is fitted on ``--train-scenes`` training scenes and scored on the first
-  ``--val-scenes`` validation scenes. Chance is 1/6 (the six shapes are drawn uniformly).
+  ``--val-scenes`` validation scenes. Chance is 1/6 (the six shapes are drawn uniformly). ``--attribute colour``
+  probes the object's colour name instead (chance 1/8).
 * ``--train-encoder STEPS``: the **learnability** of shape by the `world` preset's SAM ViT and connector from random
   initialisation, with the most direct signal there is: the encoder warm-up's model (each object's finest-level
   features averaged over its mask, a linear head) with the six shapes for classes, cross-entropy, batch 4, AdamW
   ``--lr``. Prints the validation accuracy every 100 steps.
 
-    python bench/world_shape_probe.py [--model DIR] [--train-scenes 300]
+    python bench/world_shape_probe.py [--model DIR] [--train-scenes 300] [--attribute colour]
     python bench/world_shape_probe.py --train-encoder 3000
 
 Prints JSON lines.
@@ -29,7 +30,7 @@ import torch.nn.functional as F
 
 from xsam_hf import default_model
 from xsam_hf.synthetic.scene import generate_scene
-from xsam_hf.synthetic.vocabulary import SHAPES
+from xsam_hf.synthetic.vocabulary import COLOURS, SHAPES
 from xsam_hf.training.encoder_warmup import EncoderWarmupModel, freeze_for_warmup, mask_pooled_features
 
 
@@ -47,9 +48,15 @@ def _max_pooled(features: torch.Tensor, masks: torch.Tensor, mean: torch.Tensor)
     return torch.stack(rows)
 
 
-def pooled_object_features(model, seg_image_processor, split: str, scenes: int, seed: int = 0):
+# The names an object attribute takes, in label order.
+ATTRIBUTE_VALUES = {"shape": tuple(SHAPES), "colour": tuple(COLOURS)}
+
+
+def pooled_object_features(model, seg_image_processor, split: str, scenes: int, seed: int = 0,
+                           attribute: str = "shape"):
     """Per pyramid level, one pooled feature row (mask mean, then mask max) per object of the first ``scenes``
-    scenes; and the shape labels."""
+    scenes; and the labels of ``attribute`` (an `ATTRIBUTE_VALUES` key)."""
+    values = ATTRIBUTE_VALUES[attribute]
     rows: dict[str, list[torch.Tensor]] = {}
     labels = []
     for index in range(scenes):
@@ -62,7 +69,7 @@ def pooled_object_features(model, seg_image_processor, split: str, scenes: int, 
             side = features.shape[-1]
             mean = mask_pooled_features(features[0], masks)
             rows.setdefault(f"{side}x{side}", []).append(torch.cat([mean, _max_pooled(features[0], masks, mean)], 1))
-        labels.extend(SHAPES.index(obj.shape) for obj in scene.objects)
+        labels.extend(values.index(getattr(obj, attribute)) for obj in scene.objects)
     return {name: torch.cat(values) for name, values in rows.items()}, torch.tensor(labels)
 
 
@@ -86,13 +93,14 @@ def linear_probe_accuracy(train_x: torch.Tensor, train_y: torch.Tensor, val_x: t
         return float((head(val_x).argmax(1) == val_y).float().mean())
 
 
-def probe(model, seg_image_processor, train_scenes: int, val_scenes: int) -> dict:
-    train_x, train_y = pooled_object_features(model, seg_image_processor, "train", train_scenes)
-    val_x, val_y = pooled_object_features(model, seg_image_processor, "val", val_scenes)
-    accuracy = {name: round(linear_probe_accuracy(train_x[name], train_y, val_x[name], val_y, len(SHAPES)), 3)
+def probe(model, seg_image_processor, train_scenes: int, val_scenes: int, attribute: str = "shape") -> dict:
+    train_x, train_y = pooled_object_features(model, seg_image_processor, "train", train_scenes, attribute=attribute)
+    val_x, val_y = pooled_object_features(model, seg_image_processor, "val", val_scenes, attribute=attribute)
+    classes = len(ATTRIBUTE_VALUES[attribute])
+    accuracy = {name: round(linear_probe_accuracy(train_x[name], train_y, val_x[name], val_y, classes), 3)
                 for name in train_x}
-    return {"train_objects": len(train_y), "val_objects": len(val_y), "chance": round(1 / len(SHAPES), 3),
-            "val_accuracy_by_level": accuracy}
+    return {"attribute": attribute, "train_objects": len(train_y), "val_objects": len(val_y),
+            "chance": round(1 / classes, 3), "val_accuracy_by_level": accuracy}
 
 
 def train_encoder(steps: int, lr: float, seg_image_processor, val_scenes: int = 100, every: int = 100,
@@ -140,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default=None, help="model folder (default: the embedded default model)")
     parser.add_argument("--train-scenes", type=int, default=300)
     parser.add_argument("--val-scenes", type=int, default=100)
+    parser.add_argument("--attribute", choices=sorted(ATTRIBUTE_VALUES), default="shape",
+                        help="what the linear probe reads (the --train-encoder curve is always shape)")
     parser.add_argument("--train-encoder", type=int, default=0, metavar="STEPS")
     parser.add_argument("--lr", type=float, default=1e-3)
     args = parser.parse_args(argv)
@@ -151,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps({"step": step, "val_accuracy": round(accuracy, 3), "seconds": round(time.time() - start)}),
                   flush=True)
         return 0
-    print(json.dumps(probe(loaded.model.eval(), seg_image_processor, args.train_scenes, args.val_scenes)))
+    print(json.dumps(probe(loaded.model.eval(), seg_image_processor, args.train_scenes, args.val_scenes,
+                           args.attribute)))
     return 0
 
 

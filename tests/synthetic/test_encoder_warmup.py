@@ -7,9 +7,11 @@ import copy
 
 import pytest
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from xsam_hf.training.encoder_warmup import TRAINED_PREFIXES, WARMUP_STAGE, mask_pooled_features
+from xsam_hf.training.encoder_warmup import (TRAINED_PREFIXES, WARMUP_STAGE, EncoderWarmupModel,
+                                             mask_pooled_features)
 from xsam_hf.training.train import build_model, run_training
 
 
@@ -118,6 +120,61 @@ def test_warmup_resumes_from_its_checkpoint_and_takes_callbacks(world, tmp_path)
     assert resumed.keys() == reference.keys()
     for name in reference:
         torch.testing.assert_close(resumed[name], reference[name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+def _world_segmentor(classes: int):
+    from xsam_hf.modeling.configuration_xsam import XSamConfig
+    from xsam_hf.modeling.modeling_xsam import XSamForSegmentation
+
+    torch.manual_seed(0)
+    return XSamForSegmentation(XSamConfig.from_preset("world", stage="s1", num_closed_set_classes=classes))
+
+
+def test_colour_target_is_each_segments_mean_input_and_the_loss_adds_its_weighted_mse():
+    model = EncoderWarmupModel(_world_segmentor(3), num_classes=3, colour_weight=0.5)
+    side = model.config.segmentation_encoder_config.image_size
+    pixels = torch.zeros(1, 3, side, side)
+    pixels[0, :, : side // 2] = torch.tensor([1.0, -1.0, 0.5])[:, None, None]  # top half one colour
+    pixels[0, :, side // 2:] = torch.tensor([-2.0, 0.0, 2.0])[:, None, None]
+    masks = torch.zeros(2, side, side)
+    masks[0, : side // 4] = 1  # inside the top half
+    masks[1, side // 4: 3 * side // 4] = 1  # half of each
+    levels, colours = model._pooled(pixels, [masks])
+    torch.testing.assert_close(colours, torch.tensor([[1.0, -1.0, 0.5], [-0.5, -0.5, 1.25]]))
+    assert [level.shape[1] for level in levels] == list(model.config.decoder_config.feature_channels)
+
+    output = model(pixels, [masks], [torch.tensor([0, 2])])
+    ce = F.cross_entropy(model.head(levels[0]), torch.tensor([0, 2]))
+    mse = torch.stack([F.mse_loss(head(level), colours) for head, level in zip(model.colour_heads, levels)]).mean()
+    assert output.loss_dict["loss_colour"].item() == pytest.approx(mse.item(), rel=1e-5)
+    assert output.loss.item() == pytest.approx(ce.item() + 0.5 * mse.item(), rel=1e-5)
+
+    plain = EncoderWarmupModel(_world_segmentor(3), num_classes=3)
+    assert plain.colour_heads is None
+    assert set(plain(pixels, [masks], [torch.tensor([0, 2])]).loss_dict) == {"loss_cross_entropy"}
+
+
+def test_colour_warmup_learns_colour_and_saves_only_the_s1_form_model(world, tmp_path):
+    recipe = _warmup_recipe(world, tmp_path / "colour", steps=40)
+    recipe["warmup"] = {"colour_weight": 1.0}
+    summary = run_training(recipe)
+    colour = [entry["loss_colour"] for entry in summary["log_history"] if "loss_colour" in entry]
+    assert len(colour) == 8 and sum(colour[-2:]) / 2 < 0.5 * sum(colour[:2]) / 2
+    final = load_file(tmp_path / "colour" / "final" / "model.safetensors")
+    trained = sum(1 for name in final if name.startswith(TRAINED_PREFIXES))
+    assert summary["freezing"]["trainable"] == trained + 2 + 2 * 3  # + the class head and three colour heads
+    assert not any(name.startswith(("head.", "colour_heads.")) for name in final)  # the S1-form model only
+
+
+@pytest.mark.parametrize(("stage", "section", "message"), [
+    ("s1", {"colour_weight": 1.0}, "applies to the encoder_warmup stage only"),
+    (WARMUP_STAGE, {"colour": 1.0}, "takes only colour_weight"),
+    (WARMUP_STAGE, {"colour_weight": -1.0}, "must be >= 0")])
+def test_warmup_section_is_checked(world, tmp_path, stage, section, message):
+    recipe = _warmup_recipe(world, tmp_path / "bad", steps=1)
+    recipe.update(stage=stage, warmup=section)
+    with pytest.raises(ValueError, match=message):
+        run_training(recipe)
 
 
 @pytest.mark.parametrize("section", ["lora", "quantization", "freeze", "augmentation"])

@@ -6,6 +6,11 @@ features encode colour and position but an object's shape stays unreadable (`ben
 probe on mask-pooled features reads 34% of the shapes after 2,000 S1 steps, chance being 17%). This stage stands in
 for the missing pretraining with the most direct signal available: each ground-truth segment's feature on the connector's finest pyramid level,
 averaged over its mask, is classified by a linear head into the data set's closed-set categories (cross-entropy).
+The classes of a closed set can be colour-blind (the synthetic world's are shapes), and features trained on them alone
+forget colour (the shape-only warm-up's finest level reads 53% of the world's eight colours, its coarsest 23%, where
+the image's own pixels read all of them), which referring expressions and questions need; so with
+`warmup: {colour_weight: w}` each level of the pyramid also regresses the segment's mean input colour (its
+normalised pixels averaged over the mask, a self-supervised target: no label needed), MSE weighted by `w`.
 It reads the S1 data (panoptic segments, the same loader and collator) and trains only the SAM encoder and the
 connector; the result is an S1-form checkpoint whose `segmentation_encoder.*` and `connector.*` initialise S1
 (`init_from` with those prefixes). `run_training` trains it like any other stage (same set-up, checkpoints, resume
@@ -27,7 +32,7 @@ from .stages import FreezeReport, apply_stage_freezing
 WARMUP_STAGE = "encoder_warmup"
 TRAINED_PREFIXES = ("segmentation_encoder.", "connector.")
 # What the warm-up trains, as `apply_stage_freezing` module names on the wrapped model.
-TRAINED_MODULES = tuple(f"segmentor.{prefix.rstrip('.')}" for prefix in TRAINED_PREFIXES) + ("head",)
+TRAINED_MODULES = tuple(f"segmentor.{prefix.rstrip('.')}" for prefix in TRAINED_PREFIXES) + ("head", "colour_heads")
 
 
 def mask_pooled_features(features: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
@@ -38,36 +43,69 @@ def mask_pooled_features(features: torch.Tensor, masks: torch.Tensor) -> torch.T
 
 
 class EncoderWarmupModel(nn.Module):
-    """An S1-form X-SAM with a linear head over mask-pooled finest-level features (the decoder is not used)."""
+    """An S1-form X-SAM with a linear class head over mask-pooled finest-level features and, when `colour_weight` > 0,
+    a linear colour head per pyramid level (the decoder is not used)."""
 
-    def __init__(self, segmentor: nn.Module, num_classes: int) -> None:
+    def __init__(self, segmentor: nn.Module, num_classes: int, colour_weight: float = 0.0) -> None:
         super().__init__()
+        if colour_weight < 0:
+            raise ValueError(f"warmup.colour_weight must be >= 0, got {colour_weight}.")
         self.segmentor = segmentor
         self.config = segmentor.config  # XSamTrainer reads the loss weights here
-        finest_width = segmentor.config.decoder_config.feature_channels[0]  # the connector's finest level
-        self.head = nn.Linear(finest_width, num_classes)
+        widths = segmentor.config.decoder_config.feature_channels  # the connector's levels, finest first
+        self.head = nn.Linear(widths[0], num_classes)
+        self.colour_weight = colour_weight
+        channels = segmentor.config.segmentation_encoder_config.num_channels
+        self.colour_heads = nn.ModuleList(nn.Linear(width, channels) for width in widths) if colour_weight else None
+
+    def _pooled(self, extra_pixel_values: torch.Tensor, mask_labels: list[torch.Tensor]):
+        """Per pyramid level, every segment's mask-pooled features (sum of N_b, C_level), and the segments' mean
+        input pixels (sum of N_b, channels)."""
+        pyramid = self.segmentor.get_image_features(extra_pixel_values=extra_pixel_values).feature_pyramid
+        images = [b for b, masks in enumerate(mask_labels) if len(masks)]
+        if not images:
+            raise ValueError("The batch has no ground-truth segment to classify.")
+        masks = {b: mask_labels[b].to(extra_pixel_values.device) for b in images}
+        levels = [torch.cat([mask_pooled_features(level[b], masks[b]) for b in images]) for level in pyramid]
+        colours = torch.cat([mask_pooled_features(extra_pixel_values[b], masks[b]) for b in images])
+        return levels, colours
 
     def segment_logits(self, extra_pixel_values: torch.Tensor, mask_labels: list[torch.Tensor]) -> torch.Tensor:
-        """The head's logits for every segment of `mask_labels` (one (N_b, H, W) tensor per image), image by image:
-        (sum of N_b, num_classes)."""
-        finest = self.segmentor.get_image_features(extra_pixel_values=extra_pixel_values).feature_pyramid[0]
-        pooled = [mask_pooled_features(finest[b], masks.to(finest.device))
-                  for b, masks in enumerate(mask_labels) if len(masks)]
-        if not pooled:
-            raise ValueError("The batch has no ground-truth segment to classify.")
-        return self.head(torch.cat(pooled))
+        """The class head's logits for every segment of `mask_labels` (one (N_b, H, W) tensor per image), image by
+        image: (sum of N_b, num_classes)."""
+        return self.head(self._pooled(extra_pixel_values, mask_labels)[0][0])
 
     def forward(self, extra_pixel_values: torch.Tensor, mask_labels: list[torch.Tensor],
                 class_labels: list[torch.Tensor], **_: Any) -> XSamSegmentationOutput:
-        logits = self.segment_logits(extra_pixel_values, mask_labels)
-        targets = torch.cat([labels for labels in class_labels if len(labels)]).to(logits.device)
-        loss = F.cross_entropy(logits, targets)
-        return XSamSegmentationOutput(loss=loss, seg_loss=loss, loss_dict={"loss_cross_entropy": loss})
+        levels, colours = self._pooled(extra_pixel_values, mask_labels)
+        targets = torch.cat([labels for labels in class_labels if len(labels)]).to(levels[0].device)
+        loss = loss_ce = F.cross_entropy(self.head(levels[0]), targets)
+        losses = {"loss_cross_entropy": loss_ce}
+        if self.colour_heads is not None:
+            # the target is the input itself: no gradient flows into it
+            loss_colour = torch.stack([F.mse_loss(head(level), colours.detach())
+                                       for head, level in zip(self.colour_heads, levels)]).mean()
+            losses["loss_colour"] = loss_colour
+            loss = loss + self.colour_weight * loss_colour
+        return XSamSegmentationOutput(loss=loss, seg_loss=loss, loss_dict=losses)
 
 
 def freeze_for_warmup(model: EncoderWarmupModel) -> FreezeReport:
     """Train only the SAM encoder, the connector and the head (the stage's fixed policy)."""
     return apply_stage_freezing(model, TRAINED_MODULES, freeze_unreached=False)
+
+
+def warmup_colour_weight(recipe: Mapping[str, Any], warmup: bool) -> float:
+    """The recipe's `warmup: {colour_weight}` (0 without the section); the section belongs to the warm-up stage only."""
+    section = recipe.get("warmup")
+    if section is None:
+        return 0.0
+    if not warmup:
+        raise ValueError(f"A `warmup:` section applies to the {WARMUP_STAGE} stage only, not {recipe.get('stage')!r}.")
+    unknown = set(section) - {"colour_weight"}
+    if unknown:
+        raise ValueError(f"`warmup:` takes only colour_weight, got {sorted(unknown)}.")
+    return float(section.get("colour_weight", 0.0))
 
 
 def check_warmup_recipe(recipe: Mapping[str, Any]) -> None:
@@ -80,4 +118,4 @@ def check_warmup_recipe(recipe: Mapping[str, Any]) -> None:
 
 
 __all__ = ["EncoderWarmupModel", "TRAINED_MODULES", "TRAINED_PREFIXES", "WARMUP_STAGE", "check_warmup_recipe",
-           "freeze_for_warmup", "mask_pooled_features"]
+           "freeze_for_warmup", "mask_pooled_features", "warmup_colour_weight"]

@@ -15,7 +15,7 @@ The returned loss is already scaled for GA (`loss_is_scaled_for_ga = True`). Wit
 labels, e.g. S1) every part is a per-batch mean divided by GA.
 
 Logging. Next to Trainer's `loss`, every logging step reports `lm_loss`, `seg_loss` and the unweighted terms of the
-last decoder layer (`loss_cross_entropy`, `loss_mask`, `loss_dice`), averaged over the steps that had them and
+last decoder layer (`loss_cross_entropy`, `loss_mask`, `loss_dice`; the encoder warm-up's `loss_colour`), averaged over the steps that had them and
 reduced over processes with the same weights as the optimised loss (so `lm_loss` is the per-token mean over the
 global batch), plus `skipped_samples`: the running count of unreadable or unusable samples, over all processes and
 data-loader workers.
@@ -46,7 +46,7 @@ from .stages import ENCODER_LR_MULTIPLIERS, no_decay_parameter_names, parameter_
 
 logger = logging.get_logger(__name__)
 
-LOGGED_TERMS: tuple[str, ...] = ("lm_loss", "seg_loss", "loss_cross_entropy", "loss_mask", "loss_dice")
+LOGGED_TERMS: tuple[str, ...] = ("lm_loss", "seg_loss", "loss_cross_entropy", "loss_mask", "loss_dice", "loss_colour")
 """Loss terms added to the training logs (the Mask2Former ones are the unweighted last-layer terms)."""
 
 
