@@ -1,8 +1,8 @@
 """The CI recipe (xsam_hf/synthetic/recipes/ci.yaml) end to end: world -> encoder warm-up -> S1 -> S2 -> S3 ->
 `xsam eval` of every task.
 
-`make test` runs the recipe in the background beside the test suite (one CPU thread each, about 10 minutes) and then
-these ``ci_recipe`` tests on its output (``--ci-recipe-output DIR``); run alone, they run the recipe themselves.
+`make test` runs the recipe's first stages in the background beside the test suite (one CPU thread each), its last
+stage on every core once both are done, and then these ``ci_recipe`` tests on its output (``--ci-recipe-output DIR``); run alone, they run the recipe themselves.
 They assert that every logged loss term of every stage falls (mean of the first vs the last logged window) and that
 the trained model beats the blind one (every image feature zeroed) by at least 10 points on each task's headline
 metric, except where the short recipe is known not to (strict xfail: the day it does, the test says so).
@@ -160,6 +160,45 @@ def test_resuming_checks_the_world_and_the_stage_name(tmp_path):
     (world / "world.json").write_text(json.dumps(manifest))
     with pytest.raises(ValueError, match="is not the world of recipe 'ci'"):
         run("ci", tmp_path, from_stage="s3", evaluate_models=False)
+
+
+def test_a_run_stopped_at_a_stage_goes_on_from_the_next_one(tmp_path):
+    """`make test` trains the CI recipe in two runs (the last stage on two threads once the suite is done): the second
+    run must end as one whole run would, with every stage's losses and both runs' training time."""
+    import yaml
+
+    recipe = {"world": {"seed": 0, "train": 4, "val": 2}, "loss_window": 1,
+              "common": {"seed": 0, "model": {"preset": "world", "attn_implementation": "eager"},
+                         "processor": {"preset": "world"},
+                         "training": {"per_device_train_batch_size": 2, "logging_steps": 1, "save_strategy": "no",
+                                      "report_to": "none", "use_cpu": True, "disable_tqdm": True}},
+              "stages": [{"name": "first", "stage": "s1", "sources": ["panoptic"], "training": {"max_steps": 2}},
+                         {"name": "second", "stage": "s1", "sources": ["panoptic"], "training": {"max_steps": 2}}]}
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    with pytest.raises(ValueError, match="not scored"):
+        run(str(path), tmp_path / "run", until_stage="first")
+    with pytest.raises(ValueError, match="No stage 'third'"):
+        run(str(path), tmp_path / "run", until_stage="third", evaluate_models=False)
+    stopped = run(str(path), tmp_path / "run", until_stage="first", evaluate_models=False)
+    assert list(stopped["losses"]) == ["first"] and not (tmp_path / "run" / "runs" / "second").exists()
+    assert stopped["final"] == str(tmp_path / "run" / "runs" / "first" / "final")
+    with pytest.raises(ValueError, match="comes before"):
+        run(str(path), tmp_path / "run", from_stage="second", until_stage="first", evaluate_models=False)
+    whole = run(str(path), tmp_path / "run", from_stage="second", evaluate_models=False)
+    assert list(whole["losses"]) == ["first", "second"] and whole["train_s"] > stopped["train_s"]
+    assert whole["final"] == str(tmp_path / "run" / "runs" / "second" / "final")
+    second = json.loads((tmp_path / "run" / "runs" / "second" / "final" / "training_summary.json").read_text())
+    assert second["global_step"] == 2
+
+
+def test_make_test_splits_the_ci_recipe_before_its_last_stage():
+    import re
+
+    makefile = (Path(__file__).parents[2] / "Makefile").read_text()
+    split, last = (re.search(rf"^{name} := (\S+)$", makefile, re.M).group(1)
+                   for name in ("CI_RECIPE_SPLIT", "CI_RECIPE_LAST"))
+    assert [split, last] == [stage["name"] for stage in load_recipe("ci")["stages"][-2:]]
 
 
 def test_each_model_keeps_its_own_scoring_time():

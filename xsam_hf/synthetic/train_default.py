@@ -252,7 +252,8 @@ def run(recipe_name: str, output: str | Path, *, evaluate_models: bool = True,
         tasks: list[str] | None = None, steps_scale: float = 1.0,
         eval_limit: int | None = None, train: bool = True, models: Sequence[str] = MODELS,
         checkpoint: str | Path | None = None, processor_path: str | Path | None = None,
-        from_stage: str | None = None, eval_jobs: int = 1, merge: bool = True) -> dict[str, Any]:
+        from_stage: str | None = None, until_stage: str | None = None, eval_jobs: int = 1,
+        merge: bool = True) -> dict[str, Any]:
     """Write the world, train the recipe's stages, evaluate (trained / blind / untrained); returns the results.
 
     ``steps_scale`` multiplies every stage's ``max_steps`` (at least 1 step each), to fit a wall-clock budget;
@@ -262,7 +263,9 @@ def run(recipe_name: str, output: str | Path, *, evaluate_models: bool = True,
     side by side and the tables merge them. ``checkpoint`` scores another checkpoint than the last stage's (a
     Trainer ``checkpoint-N`` folder; ``processor_path`` then names a folder with the processor). ``from_stage``
     resumes a run in ``output``: the world and the stages before it are kept (their losses read back from their
-    ``training_summary.json``), training starts at that stage. ``eval_jobs`` > 1 scores the models in that many
+    ``training_summary.json``), training starts at that stage; ``until_stage`` stops after that stage, unscored (a
+    later ``from_stage`` run goes on, with other resources: `make test` trains the last stage on two threads once
+    the suite is done). ``eval_jobs`` > 1 scores the models in that many
     child processes side by side (one CPU thread each); ``merge=False`` writes only ``eval/<model>/`` (what a child
     does), not the merged ``results.json`` / ``RESULTS.md``."""
     import os
@@ -275,6 +278,8 @@ def run(recipe_name: str, output: str | Path, *, evaluate_models: bool = True,
     from .writer import write_world
 
     recipe = load_recipe(recipe_name)
+    if until_stage is not None and evaluate_models:
+        raise ValueError("A run stopped at --until-stage is not scored: add --no-eval, score it after the last stage.")
     if eval_limit is not None:
         recipe.setdefault("eval", {})["limit"] = eval_limit
     output = Path(output)
@@ -293,9 +298,14 @@ def run(recipe_name: str, output: str | Path, *, evaluate_models: bool = True,
         losses = {}
         stages = stage_recipes(recipe, world, output / "runs", manifest)
         names = [e["name"] for e in stages]
-        if from_stage is not None and from_stage not in names:
-            raise ValueError(f"No stage {from_stage!r} in recipe {recipe_name!r} (stages: {', '.join(names)})")
+        for wanted in (from_stage, until_stage):
+            if wanted is not None and wanted not in names:
+                raise ValueError(f"No stage {wanted!r} in recipe {recipe_name!r} (stages: {', '.join(names)})")
         first = names.index(from_stage) if from_stage is not None else 0
+        last = names.index(until_stage) if until_stage is not None else len(names) - 1
+        if last < first:
+            raise ValueError(f"--until-stage {until_stage} comes before --from-stage {from_stage}.")
+        stages = stages[:last + 1]
         for entry in stages:
             training = entry["recipe"]["training"]
             if "max_steps" in training:
@@ -371,6 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", default=None, help="score this checkpoint instead of the last stage's")
     parser.add_argument("--processor", default=None, help="processor folder (default: the checkpoint's)")
     parser.add_argument("--from-stage", default=None, help="resume the run in --output at this stage")
+    parser.add_argument("--until-stage", default=None, help="stop after this stage (with --no-eval)")
     parser.add_argument("--eval-jobs", type=int, default=1, help="score the models in this many processes at once")
     parser.add_argument("--scores-only", action="store_true",
                         help="write only eval/<model>/, not the merged results (a child of --eval-jobs)")
@@ -379,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
                   tasks=args.tasks.split(",") if args.tasks else None, steps_scale=args.steps_scale,
                   eval_limit=args.eval_limit, train=not args.eval_only, models=args.models.split(","),
                   checkpoint=args.checkpoint, processor_path=args.processor, from_stage=args.from_stage,
-                  eval_jobs=args.eval_jobs, merge=not args.scores_only)
+                  until_stage=args.until_stage, eval_jobs=args.eval_jobs, merge=not args.scores_only)
     if not args.scores_only:
         print(results_markdown(results))
     return 0
