@@ -6,11 +6,13 @@ features encode colour and position but an object's shape stays unreadable (`ben
 probe on mask-pooled features reads 34% of the shapes after 2,000 S1 steps, chance being 17%). This stage stands in
 for the missing pretraining with the most direct signal available: each ground-truth segment's feature on the connector's finest pyramid level,
 averaged over its mask, is classified by a linear head into the data set's closed-set categories (cross-entropy).
-The classes of a closed set can be colour-blind (the synthetic world's are shapes), and features trained on them alone
-forget colour (the shape-only warm-up's finest level reads 53% of the world's eight colours, its coarsest 23%, where
-the image's own pixels read all of them), which referring expressions and questions need; so with
-`warmup: {colour_weight: w}` each level of the pyramid also regresses the segment's mean input colour (its
-normalised pixels averaged over the mask, a self-supervised target: no label needed), MSE weighted by `w`.
+The classes of a closed set can be colour-blind (the synthetic world's are shapes), and features trained on them and
+on the Mask2Former losses lose colour, which referring expressions and questions need (`bench/world_shape_probe.py
+--attribute colour`: after the shape-only warm-up, S1 and S3, the pyramid reads 53% / 40% / 23% of the world's eight
+colours, finest to coarsest, where the mask-averaged pixels read all of them); so with `warmup: {colour_weight: w}`
+each pyramid level also regresses the segment's mean input colour (its normalised pixels averaged over the mask, a
+self-supervised target: no label needed), MSE weighted by `w`. (The class head reads the finest level only, which
+the `world` connector builds from SAM block 4: without the colour heads the later blocks get no gradient here.)
 It reads the S1 data (panoptic segments, the same loader and collator) and trains only the SAM encoder and the
 connector; the result is an S1-form checkpoint whose `segmentation_encoder.*` and `connector.*` initialise S1
 (`init_from` with those prefixes). `run_training` trains it like any other stage (same set-up, checkpoints, resume
