@@ -192,6 +192,38 @@ def test_a_run_stopped_at_a_stage_goes_on_from_the_next_one(tmp_path):
     assert second["global_step"] == 2
 
 
+def test_a_stopped_stage_resumes_from_its_last_checkpoint(tmp_path):
+    import yaml
+
+    def recipe(steps: int) -> str:
+        path = tmp_path / f"tiny{steps}.yaml"
+        path.write_text(yaml.safe_dump({
+            "world": {"seed": 0, "train": 4, "val": 2}, "loss_window": 1,
+            "common": {"seed": 0, "model": {"preset": "world", "attn_implementation": "eager"},
+                       "processor": {"preset": "world"},
+                       "training": {"per_device_train_batch_size": 2, "logging_steps": 1, "save_strategy": "steps",
+                                    "save_steps": 2, "report_to": "none", "use_cpu": True, "disable_tqdm": True}},
+            "stages": [{"name": "only", "stage": "s1", "sources": ["panoptic"], "training": {"max_steps": steps}}]}))
+        return str(path)
+
+    with pytest.raises(ValueError, match="--resume goes on with the --from-stage"):
+        run(recipe(4), tmp_path / "run", resume=True, evaluate_models=False)
+    run(recipe(2), tmp_path / "run", evaluate_models=False)  # stands in for a run stopped after step 2
+    # mark the checkpoint's state: a resumed run carries its log history on, a restarted one starts a new one
+    state_file = tmp_path / "run" / "runs" / "only" / "checkpoint-2" / "trainer_state.json"
+    state = json.loads(state_file.read_text())
+    state["log_history"].append({"step": 2, "marker": "from checkpoint-2"})
+    state_file.write_text(json.dumps(state))
+    run(recipe(4), tmp_path / "run", from_stage="only", resume=True, evaluate_models=False)
+    summary = json.loads((tmp_path / "run" / "runs" / "only" / "final" / "training_summary.json").read_text())
+    assert summary["global_step"] == 4
+    assert {"step": 2, "marker": "from checkpoint-2"} in summary["log_history"]
+    assert [entry["step"] for entry in summary["log_history"] if "loss" in entry] == [1, 2, 3, 4]
+    run(recipe(4), tmp_path / "run", from_stage="only", evaluate_models=False)  # without --resume: starts over
+    summary = json.loads((tmp_path / "run" / "runs" / "only" / "final" / "training_summary.json").read_text())
+    assert summary["global_step"] == 4 and not any("marker" in entry for entry in summary["log_history"])
+
+
 def test_make_test_splits_the_ci_recipe_before_its_last_stage():
     import re
 

@@ -252,7 +252,7 @@ def run(recipe_name: str, output: str | Path, *, evaluate_models: bool = True,
         tasks: list[str] | None = None, steps_scale: float = 1.0,
         eval_limit: int | None = None, train: bool = True, models: Sequence[str] = MODELS,
         checkpoint: str | Path | None = None, processor_path: str | Path | None = None,
-        from_stage: str | None = None, until_stage: str | None = None, eval_jobs: int = 1,
+        from_stage: str | None = None, until_stage: str | None = None, resume: bool = False, eval_jobs: int = 1,
         merge: bool = True) -> dict[str, Any]:
     """Write the world, train the recipe's stages, evaluate (trained / blind / untrained); returns the results.
 
@@ -263,7 +263,8 @@ def run(recipe_name: str, output: str | Path, *, evaluate_models: bool = True,
     side by side and the tables merge them. ``checkpoint`` scores another checkpoint than the last stage's (a
     Trainer ``checkpoint-N`` folder; ``processor_path`` then names a folder with the processor). ``from_stage``
     resumes a run in ``output``: the world and the stages before it are kept (their losses read back from their
-    ``training_summary.json``), training starts at that stage; ``until_stage`` stops after that stage, unscored (a
+    ``training_summary.json``), training starts at that stage: over again, or with ``resume`` from that stage's
+    last Trainer checkpoint (a run whose process was stopped). ``until_stage`` stops after that stage, unscored (a
     later ``from_stage`` run goes on, with other resources: `make test` trains the last stage on two threads once
     the suite is done). ``eval_jobs`` > 1 scores the models in that many
     child processes side by side (one CPU thread each); ``merge=False`` writes only ``eval/<model>/`` (what a child
@@ -278,6 +279,8 @@ def run(recipe_name: str, output: str | Path, *, evaluate_models: bool = True,
     from .writer import write_world
 
     recipe = load_recipe(recipe_name)
+    if resume and from_stage is None:
+        raise ValueError("--resume goes on with the --from-stage stage: name it.")
     if until_stage is not None and evaluate_models:
         raise ValueError("A run stopped at --until-stage is not scored: add --no-eval, score it after the last stage.")
     if eval_limit is not None:
@@ -315,7 +318,8 @@ def run(recipe_name: str, output: str | Path, *, evaluate_models: bool = True,
                 summary = json.loads((entry["final"] / "training_summary.json").read_text(encoding="utf-8"))
             else:
                 print(f"[train_default] stage {entry['name']} ({entry['recipe']['stage']})", flush=True)
-                summary = run_training(entry["recipe"])
+                summary = run_training(entry["recipe"], resume_from_checkpoint="auto" if resume and position == first
+                                       else None)
             losses[entry["name"]] = loss_windows(summary["log_history"], int(recipe.get("loss_window", 3)))
         previous = output / "results.json"
         earlier_s = json.loads(previous.read_text(encoding="utf-8")).get("train_s", 0.0) \
@@ -382,6 +386,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--processor", default=None, help="processor folder (default: the checkpoint's)")
     parser.add_argument("--from-stage", default=None, help="resume the run in --output at this stage")
     parser.add_argument("--until-stage", default=None, help="stop after this stage (with --no-eval)")
+    parser.add_argument("--resume", action="store_true",
+                        help="resume the --from-stage stage from its last checkpoint (default: it starts over)")
     parser.add_argument("--eval-jobs", type=int, default=1, help="score the models in this many processes at once")
     parser.add_argument("--scores-only", action="store_true",
                         help="write only eval/<model>/, not the merged results (a child of --eval-jobs)")
@@ -390,7 +396,8 @@ def main(argv: list[str] | None = None) -> int:
                   tasks=args.tasks.split(",") if args.tasks else None, steps_scale=args.steps_scale,
                   eval_limit=args.eval_limit, train=not args.eval_only, models=args.models.split(","),
                   checkpoint=args.checkpoint, processor_path=args.processor, from_stage=args.from_stage,
-                  until_stage=args.until_stage, eval_jobs=args.eval_jobs, merge=not args.scores_only)
+                  until_stage=args.until_stage, resume=args.resume, eval_jobs=args.eval_jobs,
+                  merge=not args.scores_only)
     if not args.scores_only:
         print(results_markdown(results))
     return 0
