@@ -2,7 +2,8 @@
 `xsam eval` of every task.
 
 `make test` runs the recipe's first stages in the background beside the test suite (one CPU thread each), its last
-stage on every core once both are done, and then these ``ci_recipe`` tests on its output (``--ci-recipe-output DIR``); run alone, they run the recipe themselves.
+stage on every core once both are done, and then these ``ci_recipe`` tests on its output (``--ci-recipe-output
+DIR``); run alone, they run the recipe themselves.
 They assert that every logged loss term of every stage falls (mean of the first vs the last logged window) and that
 the trained model beats the blind one (every image feature zeroed) by at least 10 points on each task's headline
 metric, except where the short recipe is known not to (strict xfail: the day it does, the test says so).
@@ -162,30 +163,36 @@ def test_resuming_checks_the_world_and_the_stage_name(tmp_path):
         run("ci", tmp_path, from_stage="s3", evaluate_models=False)
 
 
+def _tiny_recipe(path: Path, stage_steps: dict[str, int], save_steps: int | None = None) -> str:
+    """Write a recipe of S1 stages (name -> max_steps) on a 4-scene world, checkpointing every `save_steps`."""
+    import yaml
+
+    saving = {"save_strategy": "steps", "save_steps": save_steps} if save_steps else {"save_strategy": "no"}
+    path.write_text(yaml.safe_dump({
+        "world": {"seed": 0, "train": 4, "val": 2}, "loss_window": 1,
+        "common": {"seed": 0, "model": {"preset": "world", "attn_implementation": "eager"},
+                   "processor": {"preset": "world"},
+                   "training": {"per_device_train_batch_size": 2, "logging_steps": 1, "report_to": "none",
+                                "use_cpu": True, "disable_tqdm": True, **saving}},
+        "stages": [{"name": name, "stage": "s1", "sources": ["panoptic"], "training": {"max_steps": steps}}
+                   for name, steps in stage_steps.items()]}))
+    return str(path)
+
+
 def test_a_run_stopped_at_a_stage_goes_on_from_the_next_one(tmp_path):
     """`make test` trains the CI recipe in two runs (the last stage on two threads once the suite is done): the second
     run must end as one whole run would, with every stage's losses and both runs' training time."""
-    import yaml
-
-    recipe = {"world": {"seed": 0, "train": 4, "val": 2}, "loss_window": 1,
-              "common": {"seed": 0, "model": {"preset": "world", "attn_implementation": "eager"},
-                         "processor": {"preset": "world"},
-                         "training": {"per_device_train_batch_size": 2, "logging_steps": 1, "save_strategy": "no",
-                                      "report_to": "none", "use_cpu": True, "disable_tqdm": True}},
-              "stages": [{"name": "first", "stage": "s1", "sources": ["panoptic"], "training": {"max_steps": 2}},
-                         {"name": "second", "stage": "s1", "sources": ["panoptic"], "training": {"max_steps": 2}}]}
-    path = tmp_path / "tiny.yaml"
-    path.write_text(yaml.safe_dump(recipe))
+    path = _tiny_recipe(tmp_path / "tiny.yaml", {"first": 2, "second": 2})
     with pytest.raises(ValueError, match="not scored"):
-        run(str(path), tmp_path / "run", until_stage="first")
+        run(path, tmp_path / "run", until_stage="first")
     with pytest.raises(ValueError, match="No stage 'third'"):
-        run(str(path), tmp_path / "run", until_stage="third", evaluate_models=False)
-    stopped = run(str(path), tmp_path / "run", until_stage="first", evaluate_models=False)
+        run(path, tmp_path / "run", until_stage="third", evaluate_models=False)
+    stopped = run(path, tmp_path / "run", until_stage="first", evaluate_models=False)
     assert list(stopped["losses"]) == ["first"] and not (tmp_path / "run" / "runs" / "second").exists()
     assert stopped["final"] == str(tmp_path / "run" / "runs" / "first" / "final")
     with pytest.raises(ValueError, match="comes before"):
-        run(str(path), tmp_path / "run", from_stage="second", until_stage="first", evaluate_models=False)
-    whole = run(str(path), tmp_path / "run", from_stage="second", evaluate_models=False)
+        run(path, tmp_path / "run", from_stage="second", until_stage="first", evaluate_models=False)
+    whole = run(path, tmp_path / "run", from_stage="second", evaluate_models=False)
     assert list(whole["losses"]) == ["first", "second"] and whole["train_s"] > stopped["train_s"]
     assert whole["final"] == str(tmp_path / "run" / "runs" / "second" / "final")
     second = json.loads((tmp_path / "run" / "runs" / "second" / "final" / "training_summary.json").read_text())
@@ -193,18 +200,8 @@ def test_a_run_stopped_at_a_stage_goes_on_from_the_next_one(tmp_path):
 
 
 def test_a_stopped_stage_resumes_from_its_last_checkpoint(tmp_path):
-    import yaml
-
     def recipe(steps: int) -> str:
-        path = tmp_path / f"tiny{steps}.yaml"
-        path.write_text(yaml.safe_dump({
-            "world": {"seed": 0, "train": 4, "val": 2}, "loss_window": 1,
-            "common": {"seed": 0, "model": {"preset": "world", "attn_implementation": "eager"},
-                       "processor": {"preset": "world"},
-                       "training": {"per_device_train_batch_size": 2, "logging_steps": 1, "save_strategy": "steps",
-                                    "save_steps": 2, "report_to": "none", "use_cpu": True, "disable_tqdm": True}},
-            "stages": [{"name": "only", "stage": "s1", "sources": ["panoptic"], "training": {"max_steps": steps}}]}))
-        return str(path)
+        return _tiny_recipe(tmp_path / f"tiny{steps}.yaml", {"only": steps}, save_steps=2)
 
     with pytest.raises(ValueError, match="--resume goes on with the --from-stage"):
         run(recipe(4), tmp_path / "run", resume=True, evaluate_models=False)
