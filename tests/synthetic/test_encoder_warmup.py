@@ -154,21 +154,47 @@ def test_colour_target_is_each_segments_mean_input_and_the_loss_adds_its_weighte
     assert set(plain(pixels, [masks], [torch.tensor([0, 2])]).loss_dict) == {"loss_cross_entropy"}
 
 
-def test_colour_warmup_learns_colour_and_saves_only_the_s1_form_model(world, tmp_path):
+def test_classify_every_level_averages_one_class_heads_cross_entropy_per_level():
+    torch.manual_seed(1)
+    model = EncoderWarmupModel(_world_segmentor(4), num_classes=4, classify_every_level=True)
+    side = model.config.segmentation_encoder_config.image_size
+    pixels = torch.randn(2, 3, side, side)
+    masks = [torch.zeros(2, side, side), torch.zeros(1, side, side)]
+    masks[0][0, :16, :16] = 1
+    masks[0][1, 40:, 8:60] = 1
+    masks[1][0, 20:50, 20:50] = 1
+    labels = [torch.tensor([3, 1]), torch.tensor([0])]
+    levels, _ = model._pooled(pixels, masks)
+    targets = torch.tensor([3, 1, 0])
+    heads = [model.head, *model.coarse_heads]
+    assert len(heads) == len(levels) > 1 and model.colour_heads is None
+    per_level = [F.cross_entropy(head(level), targets).item() for head, level in zip(heads, levels)]
+    output = model(pixels, masks, labels)
+    assert output.loss.item() == pytest.approx(sum(per_level) / len(per_level), rel=1e-5)
+    assert output.loss_dict["loss_cross_entropy"].item() == pytest.approx(output.loss.item())
+    # the coarse heads change the loss: without them only the finest level's term is left
+    finest_only = EncoderWarmupModel(model.segmentor, num_classes=4)
+    finest_only.head = model.head
+    assert finest_only(pixels, masks, labels).loss.item() == pytest.approx(per_level[0], rel=1e-5)
+    assert not any(abs(term - per_level[0]) < 1e-6 for term in per_level[1:])
+
+
+def test_colour_and_every_level_warmup_learns_colour_and_saves_only_the_s1_form_model(world, tmp_path):
     recipe = _warmup_recipe(world, tmp_path / "colour", steps=40)
-    recipe["warmup"] = {"colour_weight": 1.0}
+    recipe["warmup"] = {"colour_weight": 1.0, "classify_every_level": True}
     summary = run_training(recipe)
     colour = [entry["loss_colour"] for entry in summary["log_history"] if "loss_colour" in entry]
     assert len(colour) == 8 and sum(colour[-2:]) / 2 < 0.5 * sum(colour[:2]) / 2
     final = load_file(tmp_path / "colour" / "final" / "model.safetensors")
     trained = sum(1 for name in final if name.startswith(TRAINED_PREFIXES))
-    assert summary["freezing"]["trainable"] == trained + 2 + 2 * 3  # + the class head and three colour heads
-    assert not any(name.startswith(("head.", "colour_heads.")) for name in final)  # the S1-form model only
+    # + three class heads (one a level) and three colour heads, a weight and a bias each
+    assert summary["freezing"]["trainable"] == trained + 2 * 3 + 2 * 3
+    assert not any(name.startswith(("head.", "coarse_heads.", "colour_heads.")) for name in final)  # S1 form only
 
 
 @pytest.mark.parametrize(("stage", "section", "message"), [
     ("s1", {"colour_weight": 1.0}, "applies to the encoder_warmup stage only"),
-    (WARMUP_STAGE, {"colour": 1.0}, "takes only colour_weight"),
+    (WARMUP_STAGE, {"colour": 1.0}, "takes only colour_weight and classify_every_level"),
     (WARMUP_STAGE, {"colour_weight": -1.0}, "must be >= 0")])
 def test_warmup_section_is_checked(world, tmp_path, stage, section, message):
     recipe = _warmup_recipe(world, tmp_path / "bad", steps=1)

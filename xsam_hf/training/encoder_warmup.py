@@ -12,7 +12,9 @@ on the Mask2Former losses lose colour, which referring expressions and questions
 colours, finest to coarsest, where the mask-averaged pixels read all of them); so with `warmup: {colour_weight: w}`
 each pyramid level also regresses the segment's mean input colour (its normalised pixels averaged over the mask, a
 self-supervised target: no label needed), MSE weighted by `w`. (The class head reads the finest level only, which
-the `world` connector builds from SAM block 4: without the colour heads the later blocks get no gradient here.)
+the `world` connector builds from SAM block 4: without the colour heads the later blocks get no gradient here, and
+with them alone the coarser levels keep colour but lose shape; `warmup: {classify_every_level: true}` gives every
+level a class head of its own, the cross-entropy averaged over the levels.)
 It reads the S1 data (panoptic segments, the same loader and collator) and trains only the SAM encoder and the
 connector; the result is an S1-form checkpoint whose `segmentation_encoder.*` and `connector.*` initialise S1
 (`init_from` with those prefixes). `run_training` trains it like any other stage (same set-up, checkpoints, resume
@@ -34,7 +36,8 @@ from .stages import FreezeReport, apply_stage_freezing
 WARMUP_STAGE = "encoder_warmup"
 TRAINED_PREFIXES = ("segmentation_encoder.", "connector.")
 # What the warm-up trains, as `apply_stage_freezing` module names on the wrapped model.
-TRAINED_MODULES = tuple(f"segmentor.{prefix.rstrip('.')}" for prefix in TRAINED_PREFIXES) + ("head", "colour_heads")
+TRAINED_MODULES = tuple(f"segmentor.{prefix.rstrip('.')}" for prefix in TRAINED_PREFIXES) + (
+    "head", "coarse_heads", "colour_heads")
 
 
 def mask_pooled_features(features: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
@@ -45,10 +48,12 @@ def mask_pooled_features(features: torch.Tensor, masks: torch.Tensor) -> torch.T
 
 
 class EncoderWarmupModel(nn.Module):
-    """An S1-form X-SAM with a linear class head over mask-pooled finest-level features and, when `colour_weight` > 0,
-    a linear colour head per pyramid level (the decoder is not used)."""
+    """An S1-form X-SAM with a linear class head over mask-pooled finest-level features (with `classify_every_level`,
+    one over each pyramid level) and, when `colour_weight` > 0, a linear colour head per pyramid level (the decoder is
+    not used)."""
 
-    def __init__(self, segmentor: nn.Module, num_classes: int, colour_weight: float = 0.0) -> None:
+    def __init__(self, segmentor: nn.Module, num_classes: int, colour_weight: float = 0.0,
+                 classify_every_level: bool = False) -> None:
         super().__init__()
         if colour_weight < 0:
             raise ValueError(f"warmup.colour_weight must be >= 0, got {colour_weight}.")
@@ -56,6 +61,8 @@ class EncoderWarmupModel(nn.Module):
         self.config = segmentor.config  # XSamTrainer reads the loss weights here
         widths = segmentor.config.decoder_config.feature_channels  # the connector's levels, finest first
         self.head = nn.Linear(widths[0], num_classes)
+        self.coarse_heads = (nn.ModuleList(nn.Linear(width, num_classes) for width in widths[1:])
+                             if classify_every_level else None)
         self.colour_weight = colour_weight
         channels = segmentor.config.segmentation_encoder_config.num_channels
         self.colour_heads = nn.ModuleList(nn.Linear(width, channels) for width in widths) if colour_weight else None
@@ -81,7 +88,9 @@ class EncoderWarmupModel(nn.Module):
                 class_labels: list[torch.Tensor], **_: Any) -> XSamSegmentationOutput:
         levels, colours = self._pooled(extra_pixel_values, mask_labels)
         targets = torch.cat([labels for labels in class_labels if len(labels)]).to(levels[0].device)
-        loss = loss_ce = F.cross_entropy(self.head(levels[0]), targets)
+        heads = [self.head, *(self.coarse_heads or ())]
+        per_level = [F.cross_entropy(head(level), targets) for head, level in zip(heads, levels)]
+        loss = loss_ce = torch.stack(per_level).mean()
         losses = {"loss_cross_entropy": loss_ce}
         if self.colour_heads is not None:
             # the target is the input itself: no gradient flows into it
@@ -97,17 +106,19 @@ def freeze_for_warmup(model: EncoderWarmupModel) -> FreezeReport:
     return apply_stage_freezing(model, TRAINED_MODULES, freeze_unreached=False)
 
 
-def warmup_colour_weight(recipe: Mapping[str, Any], warmup: bool) -> float:
-    """The recipe's `warmup: {colour_weight}` (0 without the section); the section belongs to the warm-up stage only."""
+def warmup_settings(recipe: Mapping[str, Any], warmup: bool) -> dict[str, Any]:
+    """The recipe's `warmup: {colour_weight, classify_every_level}` as `EncoderWarmupModel` keyword arguments (empty
+    without the section); the section belongs to the warm-up stage only."""
     section = recipe.get("warmup")
     if section is None:
-        return 0.0
+        return {}
     if not warmup:
         raise ValueError(f"A `warmup:` section applies to the {WARMUP_STAGE} stage only, not {recipe.get('stage')!r}.")
-    unknown = set(section) - {"colour_weight"}
+    unknown = set(section) - {"colour_weight", "classify_every_level"}
     if unknown:
-        raise ValueError(f"`warmup:` takes only colour_weight, got {sorted(unknown)}.")
-    return float(section.get("colour_weight", 0.0))
+        raise ValueError(f"`warmup:` takes only colour_weight and classify_every_level, got {sorted(unknown)}.")
+    return {"colour_weight": float(section.get("colour_weight", 0.0)),
+            "classify_every_level": bool(section.get("classify_every_level", False))}
 
 
 def check_warmup_recipe(recipe: Mapping[str, Any]) -> None:
@@ -120,4 +131,4 @@ def check_warmup_recipe(recipe: Mapping[str, Any]) -> None:
 
 
 __all__ = ["EncoderWarmupModel", "TRAINED_MODULES", "TRAINED_PREFIXES", "WARMUP_STAGE", "check_warmup_recipe",
-           "freeze_for_warmup", "mask_pooled_features", "warmup_colour_weight"]
+           "freeze_for_warmup", "mask_pooled_features", "warmup_settings"]

@@ -358,7 +358,7 @@ def run_training(
     from .augment import RandomScaleCenterCrop
     from .collator import XSamDataCollator
     from .encoder_warmup import (WARMUP_STAGE, EncoderWarmupModel, check_warmup_recipe, freeze_for_warmup,
-                                 warmup_colour_weight)
+                                 warmup_settings)
     from .peft_utils import XSamLoraSettings, apply_lora, load_for_qlora, lora_module_names
     from .stages import STAGE_POLICIES, apply_stage_freezing
     from .trainer import XSamTrainer
@@ -370,7 +370,7 @@ def run_training(
         check_warmup_recipe(recipe)
     elif stage not in STAGE_POLICIES:
         raise ValueError(f"stage must be one of {sorted(STAGE_POLICIES) + [WARMUP_STAGE]}, got {stage!r}.")
-    colour_weight = warmup_colour_weight(recipe, warmup)
+    warmup_options = warmup_settings(recipe, warmup)
     form = "s1" if warmup else stage  # the warm-up reads S1's data and trains an S1-form model
     recipe["stage"] = form
     args = build_training_arguments(recipe)
@@ -406,7 +406,7 @@ def run_training(
                                attn_implementation=(recipe.get("model") or {}).get("attn_implementation"))
     freeze_summary: dict[str, Any]
     if warmup:
-        model = EncoderWarmupModel(model, classes, colour_weight=colour_weight)
+        model = EncoderWarmupModel(model, classes, **warmup_options)
         report = freeze_for_warmup(model)
         freeze_summary = {"policy": WARMUP_STAGE, "trainable": len(report.trainable), "frozen": len(report.frozen)}
     elif lora_spec:
