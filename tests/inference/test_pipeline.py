@@ -124,3 +124,31 @@ def test_no_model_means_the_embedded_default(tmp_path):
     image = Image.open(sample_image_path()).convert("RGB")
     segments = segmenter(image, task="panoptic", classes=list(CLASS_NAMES), stuff_classes=list(STUFF))
     assert {"sky", "ground", "water"} <= {s["label"] for s in segments}  # the sample scene's three stuff regions
+
+
+def test_the_embedded_default_finds_and_refers_to_the_objects_of_forty_validation_scenes():
+    """What a user of the embedded default sees, beyond the one shipped scene: on validation scenes 0-39 of the world
+    (seed 0), the share of objects found and named by their shape (a panoptic segment of that label with IoU >= 0.6)
+    and the mean IoU of referring to each object by its full description ("the large red star"). Measured: the
+    shipped default 46.3% of 162 objects and 0.509; the previous default 46.3% and 0.472 (one scene in seven has every
+    object found: the shipped scene is one for the previous default, not for this one; test_cli.py)."""
+    from xsam_hf.synthetic.scene import generate_scene
+    from xsam_hf.synthetic.vocabulary import CLASS_NAMES, STUFF
+
+    segmenter = pipeline("x-sam-segmentation")
+
+    def iou(segment, truth):
+        mask = np.asarray(segment["mask"]) > 0
+        return float((mask & truth).sum() / (mask | truth).sum())
+
+    found, referred = [], []
+    for index in range(40):
+        scene = generate_scene(0, "val", index)
+        segments = segmenter(scene.image, task="panoptic", classes=list(CLASS_NAMES), stuff_classes=list(STUFF))
+        for obj in scene.objects:
+            found.append(max((iou(s, obj.mask) for s in segments if s["label"] == obj.shape), default=0.0) >= 0.6)
+            (segment,) = segmenter(scene.image, task="referring", prompt=f"the {obj.size} {obj.colour} {obj.shape}")
+            referred.append(iou(segment, obj.mask))
+    assert len(found) > 150
+    assert sum(found) / len(found) >= 0.42, sum(found) / len(found)
+    assert sum(referred) / len(referred) >= 0.46, sum(referred) / len(referred)
