@@ -5,12 +5,17 @@ export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
 
 .PHONY: install test bench nightly
 
-# torch first, pinned to the CPU wheel, so the package's torch range never pulls CUDA builds.
+# torch first, pinned to the CPU wheel, so the package's torch range never pulls CUDA builds. Beside pip, Debian's
+# chromium for the demo's browser test (.ci/install-browser: nothing to do when it is there; apt, with sudo when not
+# root); without it that test fails and says so, the install does not. panopticapi-lite (the reference PQ) goes in
+# without its dependencies: its metadata pins numpy<2, which it does not need.
 install:
-	$(PYTHON) -m pip install -q torch==2.13.0
-	$(PYTHON) -m pip install -q -e ".[test]"
-	# the reference PQ implementation; its metadata pins numpy<2, which it does not need
-	$(PYTHON) -m pip install -q --no-deps "panopticapi-lite>=0.2"
+	@mkdir -p build
+	@bash .ci/install-browser > build/install-browser.log 2>&1 & browser=$$!; \
+	$(PYTHON) -m pip install -q torch==2.13.0 && $(PYTHON) -m pip install -q -e ".[test]" && \
+	$(PYTHON) -m pip install -q --no-deps "panopticapi-lite>=0.2"; installed=$$?; \
+	wait $$browser || echo "chromium was not installed (the demo's browser test will fail): build/install-browser.log"; \
+	exit $$installed
 
 CI_RECIPE_OUT := build/ci-recipe
 # The CI recipe's last stage and the one before it (tests/synthetic/test_ci_recipe.py checks them against ci.yaml).
