@@ -195,7 +195,8 @@ def test_colour_and_every_level_warmup_learns_colour_and_saves_only_the_s1_form_
 @pytest.mark.parametrize(("stage", "section", "message"), [
     ("s1", {"colour_weight": 1.0}, "applies to the encoder_warmup stage only"),
     (WARMUP_STAGE, {"colour": 1.0}, "takes only colour_weight and classify_every_level"),
-    (WARMUP_STAGE, {"colour_weight": -1.0}, "must be >= 0")])
+    (WARMUP_STAGE, {"colour_weight": -1.0}, "must be >= 0"),
+    (WARMUP_STAGE, {"classify_every_level": "no"}, "must be true or false")])
 def test_warmup_section_is_checked(world, tmp_path, stage, section, message):
     recipe = _warmup_recipe(world, tmp_path / "bad", steps=1)
     recipe.update(stage=stage, warmup=section)

@@ -117,8 +117,10 @@ def warmup_settings(recipe: Mapping[str, Any], warmup: bool) -> dict[str, Any]:
     unknown = set(section) - {"colour_weight", "classify_every_level"}
     if unknown:
         raise ValueError(f"`warmup:` takes only colour_weight and classify_every_level, got {sorted(unknown)}.")
-    return {"colour_weight": float(section.get("colour_weight", 0.0)),
-            "classify_every_level": bool(section.get("classify_every_level", False))}
+    every_level = section.get("classify_every_level", False)
+    if not isinstance(every_level, bool):
+        raise ValueError(f"warmup.classify_every_level must be true or false, got {every_level!r}.")
+    return {"colour_weight": float(section.get("colour_weight", 0.0)), "classify_every_level": every_level}
 
 
 def check_warmup_recipe(recipe: Mapping[str, Any]) -> None:
