@@ -138,7 +138,7 @@ def test_the_embedded_default_finds_and_refers_to_the_objects_of_forty_validatio
     segmenter = pipeline("x-sam-segmentation")
 
     def iou(segment, truth):
-        mask = np.asarray(segment["mask"]) > 0
+        mask = mask_array(segment["mask"])
         return float((mask & truth).sum() / (mask | truth).sum())
 
     found, referred = [], []

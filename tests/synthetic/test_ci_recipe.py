@@ -119,7 +119,6 @@ def test_recipes_chain_warmup_s1_s2_s3_on_the_world(name, tmp_path):
 def test_a_stage_source_can_carry_a_repeat(tmp_path):
     from xsam_hf.synthetic import recipe_sources
     from xsam_hf.synthetic.train_default import stage_recipes
-    from xsam_hf.training.encoder_warmup import warmup_settings
 
     manifest = {"recipe_sources": {"train": recipe_sources("train")},
                 "evaluation_files": {"caption_chat_json": {"train": "chat/llava_caption_train.json"}}}
