@@ -85,3 +85,31 @@ def test_caption_chat_is_the_gcg_caption(world):
             assert question.endswith((".", "?")) and answer.endswith(".")
             assert all(o.shape in answer or SHAPE_PLURALS[o.shape] in answer
                        for o in world.scene(int(record["image"][:-4])).objects)
+
+
+def test_dense_training_chat_adds_checked_turns_and_changes_no_other_file(world, tmp_path):
+    import filecmp
+
+    from xsam_hf.synthetic import write_world
+    from xsam_hf.synthetic.language import DENSE_CHAT_TURNS
+
+    dense = tmp_path / "dense"
+    manifest = write_world(dense, world.manifest["seed"], NUM_TRAIN, NUM_VAL, dense_train_chat=True)
+    assert manifest["dense_train_chat"] is True and world.manifest["dense_train_chat"] is False
+    changed = []
+    for path in sorted(p for p in world.root.rglob("*") if p.is_file()):
+        if not filecmp.cmp(path, dense / path.relative_to(world.root), shallow=False):
+            changed.append(str(path.relative_to(world.root)))
+    assert changed == ["chat/llava_qa_train.json", "world.json"]
+
+    sparse_records = load_json(world.root / "chat/llava_qa_train.json")
+    lengths = []
+    for sparse, record in zip(sparse_records, load_json(dense / "chat/llava_qa_train.json"), strict=True):
+        pairs = llava_question_answer_pairs(record)
+        # the 3-4 turns of the plain world come first, unchanged, then other questions of the same scene
+        assert pairs[:len(llava_question_answer_pairs(sparse))] == llava_question_answer_pairs(sparse)
+        assert len({q for q, _ in pairs}) == len(pairs) <= DENSE_CHAT_TURNS
+        scene = world.scene(int(record["image"][:-4]))
+        assert all(answer == _answer(question, scene) for question, answer in pairs)
+        lengths.append(len(pairs))
+    assert np.mean(lengths) > 2.5 * np.mean([len(llava_question_answer_pairs(r)) for r in sparse_records])

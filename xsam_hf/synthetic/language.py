@@ -37,6 +37,9 @@ SENTENCES_PER_REF = 2
 QUERIES_PER_REASONING = 2
 STUFF_REASONING_PROBABILITY = 0.2
 CHAT_TURNS = (3, 4)
+# Turns of a training chat record with `dense_rng`: a from-scratch LLM gets ~1 object-attribute question per image from
+# 3-4 turns, too few to learn to read an object's colour or shape from the image tokens.
+DENSE_CHAT_TURNS = 12
 
 
 # ---- attributes and relations ----------------------------------------------------------------------------------
@@ -371,8 +374,14 @@ def _left_right_questions(scene: Scene, geometry: Geometry) -> list[ChatTurn]:
     return turns
 
 
-def chat_turns(scene: Scene, rng: np.random.Generator) -> list[ChatTurn]:
-    """3 or 4 question/answer pairs, each of a different kind, with short exact answers."""
+def chat_turns(scene: Scene, rng: np.random.Generator, dense_rng: np.random.Generator | None = None,
+               max_turns: int = DENSE_CHAT_TURNS) -> list[ChatTurn]:
+    """3 or 4 question/answer pairs, each of a different kind, with short exact answers.
+
+    With ``dense_rng``, the scene's other questions follow them (any kind, in an order drawn from ``dense_rng``) up to
+    ``max_turns`` in all; ``rng`` is drawn exactly as without it, so the first turns and every other file of the
+    world stay the same.
+    """
     objects = scene.objects
     options: dict[str, list[ChatTurn]] = {}
 
@@ -410,4 +419,8 @@ def chat_turns(scene: Scene, rng: np.random.Generator) -> list[ChatTurn]:
     kinds = sorted(options)
     rng.shuffle(kinds)
     count = int(rng.integers(CHAT_TURNS[0], CHAT_TURNS[1] + 1))
-    return [options[kind][int(rng.integers(len(options[kind])))] for kind in kinds[:count]]
+    turns = [options[kind][int(rng.integers(len(options[kind])))] for kind in kinds[:count]]
+    if dense_rng is None:
+        return turns
+    rest = [turn for kind in sorted(options) for turn in options[kind] if turn not in turns]
+    return turns + [rest[i] for i in dense_rng.permutation(len(rest))[:max(max_turns - len(turns), 0)]]

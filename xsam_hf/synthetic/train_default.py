@@ -288,14 +288,18 @@ def run(recipe_name: str, output: str | Path, *, evaluate_models: bool = True,
     output = Path(output)
     world = output / "world"
     w = recipe["world"]
+    dense_train_chat = w.get("dense_train_chat", False)
+    if not isinstance(dense_train_chat, bool):
+        raise ValueError(f"world.dense_train_chat must be true or false, got {dense_train_chat!r}")
     if train:
         if from_stage is None:
             manifest = write_world(world, int(w["seed"]), int(w["train"]), int(w["val"]),
-                                   workers=os.cpu_count() or 1)
+                                   workers=os.cpu_count() or 1, dense_train_chat=dense_train_chat)
         else:
             manifest = json.loads((world / "world.json").read_text(encoding="utf-8"))
-            if [manifest["seed"], manifest["splits"]["train"], manifest["splits"]["val"]] != \
-                    [int(w["seed"]), int(w["train"]), int(w["val"])]:
+            if [manifest["seed"], manifest["splits"]["train"], manifest["splits"]["val"],
+                    manifest.get("dense_train_chat", False)] != \
+                    [int(w["seed"]), int(w["train"]), int(w["val"]), dense_train_chat]:
                 raise ValueError(f"{world} is not the world of recipe {recipe_name!r}; cannot resume there")
         start = time.time()
         losses = {}
