@@ -6,13 +6,16 @@ Two measurements on the synthetic world (scenes generated from the seed, no file
   max-pooled over its ground-truth mask on every level of the SAM connector's pyramid (what the Mask2Former decoder
   reads), a multinomial logistic regression is fitted on ``--train-scenes`` training scenes and scored on the first
   ``--val-scenes`` validation scenes. Chance is 1/6 (the six shapes are drawn uniformly). ``--attribute colour``
-  probes the object's colour name instead (chance 1/8).
+  probes the object's colour name instead (chance 1/8). ``--features llm-tokens`` probes the image tokens the LLM
+  reads instead (the projected SAM tokens and the projected SigLIP tokens, each an 8 x 8 grid in the world preset):
+  per object the tokens' mean weighted by how much of each token's cell the object covers, and the one token it
+  covers most (what an attention head reading one token gets).
 * ``--train-encoder STEPS``: the **learnability** of shape by the `world` preset's SAM ViT and connector from random
   initialisation, with the most direct signal there is: the encoder warm-up's model (each object's finest-level
   features averaged over its mask, a linear head) with the six shapes for classes, cross-entropy, batch 4, AdamW
   ``--lr``. Prints the validation accuracy every 100 steps.
 
-    python bench/world_shape_probe.py [--model DIR] [--train-scenes 300] [--attribute colour]
+    python bench/world_shape_probe.py [--model DIR] [--train-scenes 300] [--attribute colour] [--features llm-tokens]
     python bench/world_shape_probe.py --train-encoder 3000
 
 Prints JSON lines.
@@ -21,6 +24,7 @@ Prints JSON lines.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import time
 
@@ -73,6 +77,36 @@ def pooled_object_features(model, seg_image_processor, split: str, scenes: int, 
     return {name: torch.cat(values) for name, values in rows.items()}, torch.tensor(labels)
 
 
+def token_pools(tokens: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`tokens` (T, C) of a square grid of cells over the image, `masks` (N, H, W): per mask the tokens' mean weighted
+    by the share of each cell the mask covers, and the token of the cell it covers most; each (N, C)."""
+    side = int(round(tokens.shape[0] ** 0.5))
+    cover = F.interpolate(masks[:, None].float(), size=(side, side), mode="area")[:, 0].flatten(1)  # (N, T)
+    weights = cover / cover.sum(1, keepdim=True).clamp_min(1e-12)
+    return weights @ tokens, tokens[cover.argmax(1)]
+
+
+def llm_token_object_features(model, processor, split: str, scenes: int, seed: int = 0, attribute: str = "shape"):
+    """Per kind of LLM image token (SAM, SigLIP) and pooling (weighted mean, top token), one row per object of the
+    first ``scenes`` scenes; and the labels of ``attribute``."""
+    values = ATTRIBUTE_VALUES[attribute]
+    rows: dict[str, list[torch.Tensor]] = {}
+    labels = []
+    for index in range(scenes):
+        scene = generate_scene(seed, split, index)
+        masks = torch.from_numpy(np.stack([obj.mask for obj in scene.objects]))
+        with torch.no_grad():
+            features = model.get_image_features(
+                pixel_values=processor.image_processor(images=[scene.image], return_tensors="pt")["pixel_values"],
+                extra_pixel_values=_canvas_tensor(scene.image, processor.seg_image_processor))
+        for name, tokens in (("sam", features.segmentation_tokens), ("siglip", features.vision_tokens)):
+            mean, top = token_pools(tokens[0], masks)
+            rows.setdefault(f"{name} tokens, weighted mean", []).append(mean)
+            rows.setdefault(f"{name} tokens, top token", []).append(top)
+        labels.extend(values.index(getattr(obj, attribute)) for obj in scene.objects)
+    return {name: torch.cat(values) for name, values in rows.items()}, torch.tensor(labels)
+
+
 def linear_probe_accuracy(train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, val_y: torch.Tensor,
                           num_classes: int, l2: float = 1e-3) -> float:
     """Validation accuracy of an L2-regularised multinomial logistic regression (standardised inputs, L-BFGS)."""
@@ -93,13 +127,20 @@ def linear_probe_accuracy(train_x: torch.Tensor, train_y: torch.Tensor, val_x: t
         return float((head(val_x).argmax(1) == val_y).float().mean())
 
 
-def probe(model, seg_image_processor, train_scenes: int, val_scenes: int, attribute: str = "shape") -> dict:
-    train_x, train_y = pooled_object_features(model, seg_image_processor, "train", train_scenes, attribute=attribute)
-    val_x, val_y = pooled_object_features(model, seg_image_processor, "val", val_scenes, attribute=attribute)
+def probe(model, processor, train_scenes: int, val_scenes: int, attribute: str = "shape",
+          features: str = "pyramid") -> dict:
+    """Linear-probe accuracies per feature set: the connector pyramid's levels or (``features="llm-tokens"``) the
+    LLM's image tokens."""
+    if features == "llm-tokens":
+        collect = functools.partial(llm_token_object_features, model, processor)
+    else:
+        collect = functools.partial(pooled_object_features, model, processor.seg_image_processor)
+    train_x, train_y = collect("train", train_scenes, attribute=attribute)
+    val_x, val_y = collect("val", val_scenes, attribute=attribute)
     classes = len(ATTRIBUTE_VALUES[attribute])
     accuracy = {name: round(linear_probe_accuracy(train_x[name], train_y, val_x[name], val_y, classes), 3)
                 for name in train_x}
-    return {"attribute": attribute, "train_objects": len(train_y), "val_objects": len(val_y),
+    return {"attribute": attribute, "features": features, "train_objects": len(train_y), "val_objects": len(val_y),
             "chance": round(1 / classes, 3), "val_accuracy_by_level": accuracy}
 
 
@@ -150,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--val-scenes", type=int, default=100)
     parser.add_argument("--attribute", choices=sorted(ATTRIBUTE_VALUES), default="shape",
                         help="what the linear probe reads (the --train-encoder curve is always shape)")
+    parser.add_argument("--features", choices=["pyramid", "llm-tokens"], default="pyramid",
+                        help="the decoder's feature pyramid or the image tokens the LLM reads")
     parser.add_argument("--train-encoder", type=int, default=0, metavar="STEPS")
     parser.add_argument("--lr", type=float, default=1e-3)
     args = parser.parse_args(argv)
@@ -161,8 +204,8 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps({"step": step, "val_accuracy": round(accuracy, 3), "seconds": round(time.time() - start)}),
                   flush=True)
         return 0
-    print(json.dumps(probe(loaded.model.eval(), seg_image_processor, args.train_scenes, args.val_scenes,
-                           args.attribute)))
+    print(json.dumps(probe(loaded.model.eval(), loaded.processor, args.train_scenes, args.val_scenes,
+                           args.attribute, args.features)))
     return 0
 
 
