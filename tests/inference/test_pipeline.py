@@ -130,8 +130,8 @@ def test_the_embedded_default_finds_and_refers_to_the_objects_of_forty_validatio
     """What a user of the embedded default sees, beyond the one shipped scene: on validation scenes 0-39 of the world
     (seed 0), the share of objects found and named by their shape (a panoptic segment of that label with IoU >= 0.6)
     and the mean IoU of referring to each object by its full description ("the large red star"). Measured: the
-    shipped default 46.3% of 162 objects and 0.509; the previous default 46.3% and 0.472 (one scene in seven has every
-    object found: the shipped scene is one for the previous default, not for this one; test_cli.py)."""
+    shipped default 49.4% of 162 objects (every object in 11 scenes, the shipped one among them: test_cli.py) and
+    0.518; the two defaults before it 46.3% and 0.509, 46.3% and 0.472."""
     from xsam_hf.synthetic.scene import generate_scene
     from xsam_hf.synthetic.vocabulary import CLASS_NAMES, STUFF
 
@@ -150,5 +150,5 @@ def test_the_embedded_default_finds_and_refers_to_the_objects_of_forty_validatio
             (segment,) = segmenter(scene.image, task="referring", prompt=f"the {obj.size} {obj.colour} {obj.shape}")
             referred.append(iou(segment, obj.mask))
     assert len(found) > 150
-    assert sum(found) / len(found) >= 0.42, sum(found) / len(found)
-    assert sum(referred) / len(referred) >= 0.46, sum(referred) / len(referred)
+    assert sum(found) / len(found) >= 0.45, sum(found) / len(found)
+    assert sum(referred) / len(referred) >= 0.47, sum(referred) / len(referred)
