@@ -56,10 +56,9 @@ def _max_pooled(features: torch.Tensor, masks: torch.Tensor, mean: torch.Tensor)
 ATTRIBUTE_VALUES = {"shape": tuple(SHAPES), "colour": tuple(COLOURS)}
 
 
-def pooled_object_features(model, seg_image_processor, split: str, scenes: int, seed: int = 0,
-                           attribute: str = "shape"):
-    """Per pyramid level, one pooled feature row (mask mean, then mask max) per object of the first ``scenes``
-    scenes; and the labels of ``attribute`` (an `ATTRIBUTE_VALUES` key)."""
+def _object_feature_rows(split: str, scenes: int, seed: int, attribute: str, scene_rows):
+    """``scene_rows(scene, masks)`` -> {name: (N, C) rows, one per object} over the first ``scenes`` scenes: the rows
+    stacked per name, and the objects' labels of ``attribute`` (an `ATTRIBUTE_VALUES` key)."""
     values = ATTRIBUTE_VALUES[attribute]
     rows: dict[str, list[torch.Tensor]] = {}
     labels = []
@@ -67,14 +66,28 @@ def pooled_object_features(model, seg_image_processor, split: str, scenes: int, 
         scene = generate_scene(seed, split, index)
         masks = torch.from_numpy(np.stack([obj.mask for obj in scene.objects]))
         with torch.no_grad():
-            pyramid = model.get_image_features(
-                extra_pixel_values=_canvas_tensor(scene.image, seg_image_processor)).feature_pyramid
-        for features in pyramid:
-            side = features.shape[-1]
-            mean = mask_pooled_features(features[0], masks)
-            rows.setdefault(f"{side}x{side}", []).append(torch.cat([mean, _max_pooled(features[0], masks, mean)], 1))
+            for name, scene_row in scene_rows(scene, masks).items():
+                rows.setdefault(name, []).append(scene_row)
         labels.extend(values.index(getattr(obj, attribute)) for obj in scene.objects)
-    return {name: torch.cat(values) for name, values in rows.items()}, torch.tensor(labels)
+    return {name: torch.cat(stacked) for name, stacked in rows.items()}, torch.tensor(labels)
+
+
+def pooled_object_features(model, seg_image_processor, split: str, scenes: int, seed: int = 0,
+                           attribute: str = "shape"):
+    """Per pyramid level, one pooled feature row (mask mean, then mask max) per object of the first ``scenes``
+    scenes; and the labels of ``attribute``."""
+
+    def scene_rows(scene, masks):
+        pyramid = model.get_image_features(
+            extra_pixel_values=_canvas_tensor(scene.image, seg_image_processor)).feature_pyramid
+        rows = {}
+        for features in pyramid:
+            mean = mask_pooled_features(features[0], masks)
+            rows[f"{features.shape[-2]}x{features.shape[-1]}"] = torch.cat(
+                [mean, _max_pooled(features[0], masks, mean)], 1)
+        return rows
+
+    return _object_feature_rows(split, scenes, seed, attribute, scene_rows)
 
 
 def token_pools(tokens: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -89,22 +102,17 @@ def token_pools(tokens: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor
 def llm_token_object_features(model, processor, split: str, scenes: int, seed: int = 0, attribute: str = "shape"):
     """Per kind of LLM image token (SAM, SigLIP) and pooling (weighted mean, top token), one row per object of the
     first ``scenes`` scenes; and the labels of ``attribute``."""
-    values = ATTRIBUTE_VALUES[attribute]
-    rows: dict[str, list[torch.Tensor]] = {}
-    labels = []
-    for index in range(scenes):
-        scene = generate_scene(seed, split, index)
-        masks = torch.from_numpy(np.stack([obj.mask for obj in scene.objects]))
-        with torch.no_grad():
-            features = model.get_image_features(
-                pixel_values=processor.image_processor(images=[scene.image], return_tensors="pt")["pixel_values"],
-                extra_pixel_values=_canvas_tensor(scene.image, processor.seg_image_processor))
+
+    def scene_rows(scene, masks):
+        features = model.get_image_features(
+            pixel_values=processor.image_processor(images=[scene.image], return_tensors="pt")["pixel_values"],
+            extra_pixel_values=_canvas_tensor(scene.image, processor.seg_image_processor))
+        rows = {}
         for name, tokens in (("sam", features.segmentation_tokens), ("siglip", features.vision_tokens)):
-            mean, top = token_pools(tokens[0], masks)
-            rows.setdefault(f"{name} tokens, weighted mean", []).append(mean)
-            rows.setdefault(f"{name} tokens, top token", []).append(top)
-        labels.extend(values.index(getattr(obj, attribute)) for obj in scene.objects)
-    return {name: torch.cat(values) for name, values in rows.items()}, torch.tensor(labels)
+            rows[f"{name} tokens, weighted mean"], rows[f"{name} tokens, top token"] = token_pools(tokens[0], masks)
+        return rows
+
+    return _object_feature_rows(split, scenes, seed, attribute, scene_rows)
 
 
 def linear_probe_accuracy(train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, val_y: torch.Tensor,
