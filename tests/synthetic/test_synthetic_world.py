@@ -63,7 +63,14 @@ def test_entry_point_writes_a_world(tmp_path, capsys):
     assert main(["--output", str(tmp_path / "w"), "--seed", "3", "--train", "2", "--val", "2", "--workers", "1"]) == 0
     assert "wrote 2 train + 2 val scenes" in capsys.readouterr().out
     assert len(list((tmp_path / "w" / "images" / "val").glob("*.jpg"))) == 2
-    assert json.loads((tmp_path / "w" / "world.json").read_text())["seed"] == 3
+    manifest = json.loads((tmp_path / "w" / "world.json").read_text())
+    assert manifest["seed"] == 3 and manifest["dense_train_chat"] is False
+    assert main(["--output", str(tmp_path / "d"), "--seed", "3", "--train", "2", "--val", "2", "--workers", "1",
+                 "--dense-train-chat"]) == 0
+    manifest = json.loads((tmp_path / "d" / "world.json").read_text())
+    assert manifest["dense_train_chat"] is True
+    assert manifest["counts"]["train"]["chat_turns"] > json.loads(
+        (tmp_path / "w" / "world.json").read_text())["counts"]["train"]["chat_turns"]
 
 
 def test_vocabulary_is_small_and_covers_every_text(world):

@@ -21,13 +21,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--val", type=int, default=200, help="validation scenes (default 200)")
     parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
                         help="processes rendering scenes; the files do not depend on it (default: up to 4 CPUs)")
+    parser.add_argument("--dense-train-chat", action="store_true",
+                        help="training chat records ask up to 12 questions instead of 3-4 (the default recipe's world)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     start = time.perf_counter()
-    manifest = write_world(args.output, args.seed, args.train, args.val, workers=args.workers)
+    manifest = write_world(args.output, args.seed, args.train, args.val, workers=args.workers,
+                           dense_train_chat=args.dense_train_chat)
     elapsed = time.perf_counter() - start
     counts = manifest["counts"]
     print(f"wrote {args.train} train + {args.val} val scenes to {args.output} in {elapsed:.1f} s "
