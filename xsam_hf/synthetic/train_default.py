@@ -32,6 +32,7 @@ import yaml
 from ..evaluation.blind import blind
 from ..modeling.nested_dicts import deep_merge
 from ..training.encoder_warmup import TRAINED_PREFIXES, WARMUP_STAGE
+from ..training.recipe_values import recipe_flag
 
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
 
@@ -288,9 +289,7 @@ def run(recipe_name: str, output: str | Path, *, evaluate_models: bool = True,
     output = Path(output)
     world = output / "world"
     w = recipe["world"]
-    dense_train_chat = w.get("dense_train_chat", False)
-    if not isinstance(dense_train_chat, bool):
-        raise ValueError(f"world.dense_train_chat must be true or false, got {dense_train_chat!r}")
+    dense_train_chat = recipe_flag(w, "dense_train_chat", "world")
     if train:
         if from_stage is None:
             manifest = write_world(world, int(w["seed"]), int(w["train"]), int(w["val"]),

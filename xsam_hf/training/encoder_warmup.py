@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..modeling.modeling_xsam import XSamSegmentationOutput
+from .recipe_values import recipe_flag
 from .stages import FreezeReport, apply_stage_freezing
 
 WARMUP_STAGE = "encoder_warmup"
@@ -117,10 +118,8 @@ def warmup_settings(recipe: Mapping[str, Any], warmup: bool) -> dict[str, Any]:
     unknown = set(section) - {"colour_weight", "classify_every_level"}
     if unknown:
         raise ValueError(f"`warmup:` takes only colour_weight and classify_every_level, got {sorted(unknown)}.")
-    every_level = section.get("classify_every_level", False)
-    if not isinstance(every_level, bool):
-        raise ValueError(f"warmup.classify_every_level must be true or false, got {every_level!r}.")
-    return {"colour_weight": float(section.get("colour_weight", 0.0)), "classify_every_level": every_level}
+    return {"colour_weight": float(section.get("colour_weight", 0.0)),
+            "classify_every_level": recipe_flag(section, "classify_every_level", "warmup")}
 
 
 def check_warmup_recipe(recipe: Mapping[str, Any]) -> None:
