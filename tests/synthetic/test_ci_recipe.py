@@ -165,19 +165,23 @@ def test_resuming_checks_the_world_and_the_stage_name(tmp_path):
     (world / "world.json").write_text(json.dumps(manifest))
     with pytest.raises(ValueError, match="is not the world of recipe 'ci'"):
         run("ci", tmp_path, from_stage="s3", evaluate_models=False)
-    manifest["splits"]["train"], manifest["dense_train_chat"] = 300, True  # the same scenes, another training chat
-    (world / "world.json").write_text(json.dumps(manifest))
-    with pytest.raises(ValueError, match="is not the world of recipe 'ci'"):
-        run("ci", tmp_path, from_stage="s3", evaluate_models=False)
+    for option in ("dense_train_chat", "identify_train_chat"):  # the same scenes, another training chat
+        manifest["splits"]["train"] = 300
+        manifest.pop("dense_train_chat", None)
+        manifest[option] = True
+        (world / "world.json").write_text(json.dumps(manifest))
+        with pytest.raises(ValueError, match="is not the world of recipe 'ci'"):
+            run("ci", tmp_path, from_stage="s3", evaluate_models=False)
 
 
-def test_dense_train_chat_must_be_a_yaml_boolean(tmp_path):
+@pytest.mark.parametrize("option", ["dense_train_chat", "identify_train_chat"])
+def test_world_chat_options_must_be_yaml_booleans(tmp_path, option):
     import yaml
 
     recipe = yaml.safe_load(Path(_tiny_recipe(tmp_path / "tiny.yaml", {"only": 1})).read_text())
-    recipe["world"]["dense_train_chat"] = "no"  # a quoted YAML string is truthy
+    recipe["world"][option] = "no"  # a quoted YAML string is truthy
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(recipe))
-    with pytest.raises(ValueError, match="world.dense_train_chat must be true or false, got 'no'"):
+    with pytest.raises(ValueError, match=f"world.{option} must be true or false, got 'no'"):
         run(str(tmp_path / "bad.yaml"), tmp_path / "run", evaluate_models=False)
     assert not (tmp_path / "run" / "world").exists()
 

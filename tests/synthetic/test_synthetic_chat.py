@@ -113,3 +113,48 @@ def test_dense_training_chat_adds_checked_turns_and_changes_no_other_file(world,
         assert all(answer == _answer(question, scene) for question, answer in pairs)
         lengths.append(len(pairs))
     assert np.mean(lengths) > 2.5 * np.mean([len(llava_question_answer_pairs(r)) for r in sparse_records])
+
+
+def test_identify_training_chat_asks_what_a_referring_expression_names(world, tmp_path):
+    import filecmp
+
+    from xsam_hf.synthetic import write_world
+    from xsam_hf.synthetic.language import IDENTIFY_CHAT_TURNS
+
+    from .test_synthetic_referring import RELATIONS, _check_sentence, _parse_attributes
+
+    both = tmp_path / "both"
+    manifest = write_world(both, world.manifest["seed"], NUM_TRAIN, NUM_VAL, dense_train_chat=True,
+                           identify_train_chat=True)
+    assert manifest["identify_train_chat"] is True and world.manifest["identify_train_chat"] is False
+    changed = [str(p.relative_to(world.root)) for p in sorted(world.root.rglob("*"))
+               if p.is_file() and not filecmp.cmp(p, both / p.relative_to(world.root), shallow=False)]
+    assert changed == ["chat/llava_qa_train.json", "world.json"]
+    dense = tmp_path / "dense"
+    write_world(dense, world.manifest["seed"], NUM_TRAIN, 0, dense_train_chat=True)
+
+    asked, by_relation = [], 0
+    for dense_record, record in zip(load_json(dense / "chat/llava_qa_train.json"),
+                                    load_json(both / "chat/llava_qa_train.json"), strict=True):
+        pairs, first = llava_question_answer_pairs(record), llava_question_answer_pairs(dense_record)
+        assert pairs[:len(first)] == first  # the dense turns come first, unchanged
+        extra = pairs[len(first):]
+        assert len(extra) <= IDENTIFY_CHAT_TURNS and len(set(extra)) == len(extra)
+        scene = world.scene(int(record["image"][:-4]))
+        for question, answer in extra:
+            expression = re.fullmatch(r"What is (the [\w ]+)\?", question).group(1)
+            relation = next((words for words in RELATIONS if f" {words} " in expression), None)
+            _, _, colour, shape = _parse_attributes(expression.split(f" {relation} ")[0] if relation else expression)
+            assert colour is None or shape is None, question  # the answer is not in the question
+            by_relation += relation is not None or expression.split()[1] in ("largest", "smallest")
+            referents = []
+            for obj in scene.objects:
+                try:  # the referring files' own check: true of this object and of no other
+                    _check_sentence(expression, obj, scene.objects)
+                    referents.append(obj)
+                except AssertionError:
+                    pass
+            (referent,) = referents
+            assert answer == f"{referent.colour} {referent.shape}", question
+        asked.append(len(extra))
+    assert np.mean(asked) > 4 and by_relation >= 0.2 * sum(asked)

@@ -71,6 +71,12 @@ def test_entry_point_writes_a_world(tmp_path, capsys):
     assert manifest["dense_train_chat"] is True
     assert manifest["counts"]["train"]["chat_turns"] > json.loads(
         (tmp_path / "w" / "world.json").read_text())["counts"]["train"]["chat_turns"]
+    assert main(["--output", str(tmp_path / "i"), "--seed", "3", "--train", "2", "--val", "2", "--workers", "1",
+                 "--dense-train-chat", "--identify-train-chat"]) == 0
+    identify = json.loads((tmp_path / "i" / "world.json").read_text())
+    assert identify["identify_train_chat"] is True and manifest["identify_train_chat"] is False
+    assert identify["counts"]["train"]["chat_turns"] > manifest["counts"]["train"]["chat_turns"]
+    assert identify["counts"]["val"] == manifest["counts"]["val"]
 
 
 def test_vocabulary_is_small_and_covers_every_text(world):

@@ -23,6 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="processes rendering scenes; the files do not depend on it (default: up to 4 CPUs)")
     parser.add_argument("--dense-train-chat", action="store_true",
                         help="training chat records ask up to 12 questions instead of 3-4 (the default recipe's world)")
+    parser.add_argument("--identify-train-chat", action="store_true",
+                        help="training chat records end with up to 6 'What is <referring expression>?' questions")
     return parser
 
 
@@ -30,7 +32,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     start = time.perf_counter()
     manifest = write_world(args.output, args.seed, args.train, args.val, workers=args.workers,
-                           dense_train_chat=args.dense_train_chat)
+                           dense_train_chat=args.dense_train_chat, identify_train_chat=args.identify_train_chat)
     elapsed = time.perf_counter() - start
     counts = manifest["counts"]
     print(f"wrote {args.train} train + {args.val} val scenes to {args.output} in {elapsed:.1f} s "

@@ -40,6 +40,9 @@ CHAT_TURNS = (3, 4)
 # Turns of a training chat record with `dense_rng`: a from-scratch LLM gets ~1 object-attribute question per image from
 # 3-4 turns, too few to learn to read an object's colour or shape from the image tokens.
 DENSE_CHAT_TURNS = 12
+# "identify" turns added to a training chat record with `identify_turns`: each names an object the way a referring
+# expression does and asks what it is, so its answer must be read from the named object's image tokens.
+IDENTIFY_CHAT_TURNS = 6
 
 
 # ---- attributes and relations ----------------------------------------------------------------------------------
@@ -424,3 +427,21 @@ def chat_turns(scene: Scene, rng: np.random.Generator, dense_rng: np.random.Gene
         return turns
     rest = [turn for kind in sorted(options) for turn in options[kind] if turn not in turns]
     return turns + [rest[i] for i in dense_rng.permutation(len(rest))[:max(max_turns - len(turns), 0)]]
+
+
+def identify_turns(scene: Scene, rng: np.random.Generator, max_turns: int = IDENTIFY_CHAT_TURNS) -> list[ChatTurn]:
+    """Up to ``max_turns`` questions "What is <referring expression>?" answered "<colour> <shape>".
+
+    Only expressions that leave out the object's colour or its shape are asked ("What is the object left of the red
+    star?" -> "blue circle"), so the answer is never a copy of the question: the LLM must find the object the
+    expression names (by attributes, a superlative or a relation) and read the missing attribute from its image tokens.
+    """
+    geometry = Geometry(scene.objects)
+    turns = []
+    for target in scene.objects:
+        unique, relational = referring_candidates(target, scene.objects, geometry)
+        for expression in unique + relational:
+            if expression.attributes.colour is None or expression.attributes.shape is None:
+                question = CHAT_QUESTIONS["identify"][0].format(expression=expression.text)
+                turns.append(ChatTurn("identify", question, f"{target.colour} {target.shape}"))
+    return [turns[i] for i in rng.permutation(len(turns))[:max_turns]]

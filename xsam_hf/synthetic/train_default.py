@@ -290,15 +290,17 @@ def run(recipe_name: str, output: str | Path, *, evaluate_models: bool = True,
     world = output / "world"
     w = recipe["world"]
     dense_train_chat = recipe_flag(w, "dense_train_chat", "world")
+    identify_train_chat = recipe_flag(w, "identify_train_chat", "world")
     if train:
         if from_stage is None:
             manifest = write_world(world, int(w["seed"]), int(w["train"]), int(w["val"]),
-                                   workers=os.cpu_count() or 1, dense_train_chat=dense_train_chat)
+                                   workers=os.cpu_count() or 1, dense_train_chat=dense_train_chat,
+                                   identify_train_chat=identify_train_chat)
         else:
             manifest = json.loads((world / "world.json").read_text(encoding="utf-8"))
             if [manifest["seed"], manifest["splits"]["train"], manifest["splits"]["val"],
-                    manifest.get("dense_train_chat", False)] != \
-                    [int(w["seed"]), int(w["train"]), int(w["val"]), dense_train_chat]:
+                    manifest.get("dense_train_chat", False), manifest.get("identify_train_chat", False)] != \
+                    [int(w["seed"]), int(w["train"]), int(w["val"]), dense_train_chat, identify_train_chat]:
                 raise ValueError(f"{world} is not the world of recipe {recipe_name!r}; cannot resume there")
         start = time.time()
         losses = {}

@@ -125,6 +125,8 @@ CHAT_QUESTIONS: dict[str, tuple[str, ...]] = {
     "exists": ("Is there {article} {colour} {shape}?", "Is there {article} {colour} {shape} in the image?"),
     "exists_stuff": ("Is there {stuff} in the image?",),
     "sky_colour": ("What colour is the sky?",),
+    # training chat only (write_world's identify_train_chat): an object named by a referring expression
+    "identify": ("What is {expression}?",),
 }
 YES_NO: tuple[str, str] = ("yes", "no")
 

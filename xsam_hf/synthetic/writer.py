@@ -48,7 +48,7 @@ from PIL import Image
 from ..training.data.masks import encode_mask, id2rgb
 from ..training.data.semantic import write_semantic_pngs
 from .cross_image import cross_image_pairs
-from .language import chat_turns, grounded_caption, reasoning_question, referring_expressions
+from .language import chat_turns, grounded_caption, identify_turns, reasoning_question, referring_expressions
 from .scene import Scene, SceneObject, StuffRegion, generate_scene, scene_rng
 from .visual_prompts import object_prompts
 from .vocabulary import (CANVAS_SIZE, CATEGORIES, CLASS_NAMES, PRETRAIN_QUESTIONS, THING_CATEGORIES,
@@ -58,7 +58,7 @@ FORMAT_VERSION = 1
 SPLITS: tuple[str, ...] = ("train", "val")
 JPEG_QUALITY = 95
 # Random streams of one scene (stream 0 draws the scene itself).
-TEXT_STREAM, PROMPT_STREAM, DENSE_CHAT_STREAM = 1, 2, 3
+TEXT_STREAM, PROMPT_STREAM, DENSE_CHAT_STREAM, IDENTIFY_CHAT_STREAM = 1, 2, 3, 4
 PROMPT_TYPES: tuple[str, ...] = ("point", "scribble", "box", "mask")
 
 
@@ -187,9 +187,11 @@ def _prompt_fields(obj: SceneObject, seed: int, ann_id: int) -> tuple[dict[str, 
     return vgd_fields, interactive_fields
 
 
-def build_image_record(seed: int, split: str, index: int, dense_chat: bool = False) -> ImageRecord:
+def build_image_record(seed: int, split: str, index: int, dense_chat: bool = False,
+                       identify_chat: bool = False) -> ImageRecord:
     """Render scene ``index`` of ``split`` and derive every task's annotations for it (``dense_chat``: its chat record
-    asks up to `DENSE_CHAT_TURNS` questions instead of 3-4; nothing else changes)."""
+    asks up to `DENSE_CHAT_TURNS` questions instead of 3-4; ``identify_chat``: up to `IDENTIFY_CHAT_TURNS`
+    "What is <referring expression>?" turns follow them; nothing else changes)."""
     scene = generate_scene(seed, split, index)
     rng = scene_rng(seed, split, index, TEXT_STREAM)
     image_id, file_name = scene.image_id, scene.file_name
@@ -223,7 +225,10 @@ def build_image_record(seed: int, split: str, index: int, dense_chat: bool = Fal
 
     conversation: list[dict[str, str]] = []
     dense_rng = scene_rng(seed, split, index, DENSE_CHAT_STREAM) if dense_chat else None
-    for turn in chat_turns(scene, rng, dense_rng):
+    turns = chat_turns(scene, rng, dense_rng)
+    if identify_chat:
+        turns += identify_turns(scene, scene_rng(seed, split, index, IDENTIFY_CHAT_STREAM))
+    for turn in turns:
         question = ("<image>\n" if not conversation else "") + turn.question
         conversation += [{"from": "human", "value": question}, {"from": "gpt", "value": turn.answer}]
     chat = {"id": f"{split}_{image_id}", "image": file_name, "conversations": conversation}
@@ -258,15 +263,16 @@ def _write_bytes(path: Path, data: bytes) -> None:
     path.write_bytes(data)
 
 
-def _records(seed: int, split: str, count: int, workers: int, dense_chat: bool = False) -> Iterator[ImageRecord]:
+def _records(seed: int, split: str, count: int, workers: int, dense_chat: bool = False,
+             identify_chat: bool = False) -> Iterator[ImageRecord]:
     if workers <= 1 or count < 2 * workers:
         for index in range(count):
-            yield build_image_record(seed, split, index, dense_chat)
+            yield build_image_record(seed, split, index, dense_chat, identify_chat)
         return
     with ProcessPoolExecutor(max_workers=workers) as pool:
         # map keeps the order, so the files do not depend on the number of workers
         yield from pool.map(build_image_record, [seed] * count, [split] * count, range(count), [dense_chat] * count,
-                            chunksize=max(1, min(64, count // (4 * workers))))
+                            [identify_chat] * count, chunksize=max(1, min(64, count // (4 * workers))))
 
 
 def recipe_sources(split: str) -> list[dict[str, Any]]:
@@ -363,24 +369,27 @@ def _write_refcoco(root: Path, records_by_split: dict[str, list[ImageRecord]]) -
 
 
 def write_world(output_dir: str | os.PathLike[str], seed: int, num_train: int, num_val: int, *,
-                workers: int = 1, dense_train_chat: bool = False) -> dict[str, Any]:
+                workers: int = 1, dense_train_chat: bool = False, identify_train_chat: bool = False) -> dict[str, Any]:
     """Write the world (``num_train`` + ``num_val`` scenes) under ``output_dir``; returns the manifest.
 
     ``workers`` > 1 renders scenes in that many processes; the files are identical whatever the number.
     ``dense_train_chat``: training chat records ask up to `DENSE_CHAT_TURNS` questions (validation keeps 3-4, and
-    every other file is the same as without it).
+    every other file is the same as without it). ``identify_train_chat``: each training chat record ends with up to
+    `IDENTIFY_CHAT_TURNS` "What is <referring expression>?" questions (`language.identify_turns`; the same holds).
     """
     if num_train < 0 or num_val < 0:
         raise ValueError("num_train and num_val must be >= 0")
     root = Path(output_dir)
     root.mkdir(parents=True, exist_ok=True)
-    records_by_split = {"train": list(_records(seed, "train", num_train, workers, dense_train_chat)),
+    records_by_split = {"train": list(_records(seed, "train", num_train, workers, dense_train_chat,
+                                                 identify_train_chat)),
                         "val": list(_records(seed, "val", num_val, workers))}
     counts = {split: _write_split(root, split, records, seed) for split, records in records_by_split.items()}
     _write_refcoco(root, records_by_split)
     manifest = {
         "format_version": FORMAT_VERSION, "seed": seed, "canvas_size": CANVAS_SIZE,
-        "splits": {"train": num_train, "val": num_val}, "dense_train_chat": dense_train_chat, "counts": counts,
+        "splits": {"train": num_train, "val": num_val}, "dense_train_chat": dense_train_chat,
+        "identify_train_chat": identify_train_chat, "counts": counts,
         "class_names": list(CLASS_NAMES), "categories": list(CATEGORIES), "vocabulary": list(WORLD_VOCABULARY),
         "recipe_sources": {split: recipe_sources(split) for split in SPLITS},
         "evaluation_files": {
