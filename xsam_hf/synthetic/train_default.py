@@ -35,6 +35,8 @@ from ..training.encoder_warmup import TRAINED_PREFIXES, WARMUP_STAGE
 from ..training.recipe_values import recipe_flag
 
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
+# Boolean `world:` keys of a recipe, passed to write_world as they are and checked against the manifest on resume.
+WORLD_CHAT_OPTIONS = ("dense_train_chat", "identify_train_chat")
 
 # task -> (eval task, data arguments relative to the world folder, headline metric, the target in %)
 EVAL_TASKS: dict[str, tuple[str, list[str], str, float]] = {
@@ -289,18 +291,16 @@ def run(recipe_name: str, output: str | Path, *, evaluate_models: bool = True,
     output = Path(output)
     world = output / "world"
     w = recipe["world"]
-    dense_train_chat = recipe_flag(w, "dense_train_chat", "world")
-    identify_train_chat = recipe_flag(w, "identify_train_chat", "world")
+    chat_options = {key: recipe_flag(w, key, "world") for key in WORLD_CHAT_OPTIONS}
     if train:
         if from_stage is None:
             manifest = write_world(world, int(w["seed"]), int(w["train"]), int(w["val"]),
-                                   workers=os.cpu_count() or 1, dense_train_chat=dense_train_chat,
-                                   identify_train_chat=identify_train_chat)
+                                   workers=os.cpu_count() or 1, **chat_options)
         else:
             manifest = json.loads((world / "world.json").read_text(encoding="utf-8"))
             if [manifest["seed"], manifest["splits"]["train"], manifest["splits"]["val"],
-                    manifest.get("dense_train_chat", False), manifest.get("identify_train_chat", False)] != \
-                    [int(w["seed"]), int(w["train"]), int(w["val"]), dense_train_chat, identify_train_chat]:
+                    *(manifest.get(key, False) for key in WORLD_CHAT_OPTIONS)] != \
+                    [int(w["seed"]), int(w["train"]), int(w["val"]), *chat_options.values()]:
                 raise ValueError(f"{world} is not the world of recipe {recipe_name!r}; cannot resume there")
         start = time.time()
         losses = {}
