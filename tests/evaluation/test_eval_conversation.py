@@ -7,6 +7,7 @@ import math
 import pytest
 
 from xsam_hf.evaluation import (
+    AnswerPrior,
     ConversationAccuracy,
     conversation_accuracy,
     extract_choice_letter,
@@ -89,3 +90,35 @@ def test_results_table():
         "| RefCOCO val | - | - | 85.5 | - | - | - |",
         "| COCO-Int | - | - | - | - | 70.0 | 65.0 |",
     ]
+
+
+def _record(*pairs):
+    turns = []
+    for question, answer in pairs:
+        turns += [{"from": "human", "value": question}, {"from": "gpt", "value": answer}]
+    turns[0]["value"] = "<image>\n" + turns[0]["value"]
+    return {"id": "x", "conversations": turns}
+
+
+def test_answer_prior_answers_each_question_with_its_most_frequent_training_answer():
+    training = [
+        _record(("What colour is the sky?", "Blue."), ("How many stars are there?", "0")),
+        _record(("What colour is the sky?", "orange"), ("How many stars are there?", "2")),
+        _record(("What colour is the sky?", "blue"), ("Is there water?", "no")),
+        _record(("How many stars are there?", "2"), ("Is there water?", "no")),
+    ]
+    prior = AnswerPrior.from_llava(training)
+    # "Blue." and "blue" normalise alike (2 of 3); stars: "2" twice, "0" once; an unseen question gets the
+    # most frequent answer overall ("blue", "2" and "no" all twice: the first met, "blue", wins the tie)
+    assert prior("What colour is the sky?") == "blue"
+    assert prior("How many stars are there?") == "2"
+    assert prior("Is there water?") == "no"
+    assert prior("What shape is the red object?") == "blue"
+    questions = ["What colour is the sky?", "What colour is the sky?", "How many stars are there?",
+                 "What shape is the red object?"]
+    assert prior.accuracy(questions, ["The blue", "white", "2", "circle"]) == pytest.approx(2 / 4)
+    assert math.isnan(prior.accuracy([], []))
+    with pytest.raises(ValueError, match="2 questions for 1 references"):
+        prior.accuracy(questions[:2], ["blue"])
+    with pytest.raises(ValueError, match="at least one"):
+        AnswerPrior([])

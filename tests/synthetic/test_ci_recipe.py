@@ -253,6 +253,32 @@ def test_make_test_splits_the_ci_recipe_before_its_last_stage():
     assert [split, last] == [stage["name"] for stage in load_recipe("ci")["stages"][-2:]]
 
 
+def test_the_results_table_reports_chat_s_question_only_prior(tmp_path):
+    from xsam_hf.synthetic.train_default import chat_answer_prior, results_markdown
+
+    world, eval_dir = tmp_path / "world", tmp_path / "eval"
+    assert math.isnan(chat_answer_prior(world, eval_dir))  # chat not scored: no prior
+    (world / "chat").mkdir(parents=True)
+    training = [{"id": str(i), "conversations": [{"from": "human", "value": "<image>\nWhat colour is the sky?"},
+                                                  {"from": "gpt", "value": answer}]}
+                for i, answer in enumerate(["blue", "blue", "white"])]
+    (world / "chat" / "llava_qa_train.json").write_text(json.dumps(training))
+    (eval_dir / "blind" / "chat").mkdir(parents=True)
+    samples = [{"question": "What colour is the sky?", "reference": reference, "prediction": "", "correct": False}
+               for reference in ("blue", "white", "orange", "blue")]
+    rows = [{"index": 0, "samples": samples[:3]}, {"index": 1, "samples": samples[3:]}]
+    (eval_dir / "blind" / "chat" / "predictions.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    prior = chat_answer_prior(world, eval_dir)
+    assert prior == pytest.approx(50.0)  # "blue" answers 2 of the 4 scored questions
+
+    results = {"scores": {m: {} for m in ("trained", "untrained", "blind")}, "losses": {}, "recipe": "ci",
+               "world": {}, "train_s": 1.0, "eval": {}, "machine": "x", "chat_answer_prior": prior}
+    table = results_markdown(results)
+    assert "question-only prior" in table and "50.0 on the same questions" in table
+    results["chat_answer_prior"] = float("nan")
+    assert "question-only prior" not in results_markdown(results)
+
+
 def test_each_model_keeps_its_own_scoring_time():
     # models are scored by separate processes side by side: one shared clock would report the last writer's time
     assert evaluation_seconds({"eval_s": {"trained": 263.4, "blind": 250.0}}) == "trained 263 s, blind 250 s"

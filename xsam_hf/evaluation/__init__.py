@@ -15,6 +15,7 @@ from typing import Any
 
 from .caption import caption_metrics
 from .conversation import (
+    AnswerPrior,
     ConversationAccuracy,
     conversation_accuracy,
     extract_choice_letter,
@@ -52,6 +53,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "AnswerPrior",
     "PROMPT_TYPES",
     "ConversationAccuracy",
     "GCGAccumulator",

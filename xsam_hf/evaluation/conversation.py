@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import re
 import string
-from collections.abc import Mapping, Sequence
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -142,3 +143,43 @@ def conversation_accuracy(
     for prediction, reference in zip(predictions, references):
         accumulator.add(prediction, reference, mode)
     return accumulator.compute()
+
+
+class AnswerPrior:
+    """The no-image baseline of a question/answer set: each question answered with the most frequent (normalised)
+    training answer to the identical question, or the most frequent training answer of all for a question never
+    seen in training.
+
+    A question-only prior is what a model that ignores the image can reach at best on templated questions ("What
+    colour is the sky?" -> the sky's most common colour), so a chat score above it is evidence of image reading; a
+    blind model (zeroed image features) is a weaker bar, since its inputs are unlike any it was trained on.
+    """
+
+    def __init__(self, training_pairs: Iterable[tuple[str, str]]):
+        by_question: dict[str, Counter] = {}
+        overall: Counter = Counter()
+        for question, answer in training_pairs:
+            answer = normalize_answer(answer)
+            by_question.setdefault(question.strip(), Counter())[answer] += 1
+            overall[answer] += 1
+        if not overall:
+            raise ValueError("AnswerPrior needs at least one training question/answer pair")
+        # ties go to the answer met first: Counter.most_common keeps insertion order among equal counts
+        self.answers = {question: counts.most_common(1)[0][0] for question, counts in by_question.items()}
+        self.fallback = overall.most_common(1)[0][0]
+
+    @classmethod
+    def from_llava(cls, records: Iterable[Mapping[str, Any]]) -> "AnswerPrior":
+        return cls(pair for record in records for pair in llava_question_answer_pairs(record))
+
+    def __call__(self, question: str) -> str:
+        return self.answers.get(question.strip(), self.fallback)
+
+    def accuracy(self, questions: Sequence[str], references: Sequence[str]) -> float:
+        """Exact-match accuracy (a fraction) of the prior's answers; NaN for no questions."""
+        if len(questions) != len(references):
+            raise ValueError(f"got {len(questions)} questions for {len(references)} references")
+        if not questions:
+            return float("nan")
+        hits = sum(normalize_answer(self(q)) == normalize_answer(r) for q, r in zip(questions, references))
+        return hits / len(questions)

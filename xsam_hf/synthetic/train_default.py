@@ -185,6 +185,24 @@ def evaluate(model, processor, world: Path, output: Path, settings: dict[str, An
     return scores
 
 
+def chat_answer_prior(world: Path, eval_dir: Path) -> float:
+    """Accuracy (%) of the question-only prior (:class:`AnswerPrior` fitted on the world's training chat) on the
+    questions a model was scored on (``eval_dir/<model>/chat/predictions.jsonl``); NaN when chat was not scored."""
+    from ..evaluation.conversation import AnswerPrior
+
+    for label in MODELS:
+        path = eval_dir / label / "chat" / "predictions.jsonl"
+        if path.is_file():
+            samples = [sample for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
+                       for sample in json.loads(line)["samples"]]
+            break
+    else:
+        return float("nan")
+    training = json.loads((world / "chat" / "llava_qa_train.json").read_text(encoding="utf-8"))
+    prior = AnswerPrior.from_llava(training)
+    return 100.0 * prior.accuracy([s["question"] for s in samples], [s["reference"] for s in samples])
+
+
 def _fmt(value: float) -> str:
     return "n/a" if value is None or not math.isfinite(value) else f"{value:.1f}"
 
@@ -205,6 +223,10 @@ def results_markdown(results: dict[str, Any]) -> str:
         met = "n/a" if not math.isfinite(target) or not math.isfinite(t) else ("yes" if t >= target else "NO")
         lines.append(f"| {task} | {metric} | {_fmt(target)} | {_fmt(t)} | {_fmt(u)} | {_fmt(b)} | "
                      f"{_fmt(t - b)} | {met} |")
+    prior = results.get("chat_answer_prior")
+    if prior is not None and math.isfinite(prior):
+        lines += ["", f"Chat's question-only prior (each question answered with its most frequent training answer, "
+                  f"no model, no image): {_fmt(prior)} on the same questions."]
     lines += ["", "Loss terms (mean of the first / last logged window, per stage):", ""]
     for stage, windows in results["losses"].items():
         lines.append(f"* {stage}: " + ", ".join(f"{k} {a:.3f} -> {b:.3f}" for k, (a, b) in windows.items()))
@@ -372,6 +394,7 @@ def run(recipe_name: str, output: str | Path, *, evaluate_models: bool = True,
         seconds = output / "eval" / label / "eval_s.json"
         if seconds.is_file():
             results["eval_s"][label] = json.loads(seconds.read_text(encoding="utf-8"))
+    results["chat_answer_prior"] = chat_answer_prior(world, output / "eval")
     (output / "results.json").write_text(json.dumps(results, indent=1, default=str), encoding="utf-8")
     (output / "RESULTS.md").write_text(results_markdown(results), encoding="utf-8")
     return results
