@@ -259,11 +259,14 @@ def test_the_results_table_reports_chat_s_question_only_prior(tmp_path):
     world, eval_dir = tmp_path / "world", tmp_path / "eval"
     assert math.isnan(chat_answer_prior(world, eval_dir))  # chat not scored: no prior
     (world / "chat").mkdir(parents=True)
+    (world / "chat" / "llava_qa_train.json").write_text("[]")
+    (eval_dir / "blind" / "chat").mkdir(parents=True)
+    (eval_dir / "blind" / "chat" / "predictions.jsonl").write_text("")
+    assert math.isnan(chat_answer_prior(world, eval_dir))  # a world written for scoring only: no training chat
     training = [{"id": str(i), "conversations": [{"from": "human", "value": "<image>\nWhat colour is the sky?"},
                                                   {"from": "gpt", "value": answer}]}
                 for i, answer in enumerate(["blue", "blue", "white"])]
     (world / "chat" / "llava_qa_train.json").write_text(json.dumps(training))
-    (eval_dir / "blind" / "chat").mkdir(parents=True)
     samples = [{"question": "What colour is the sky?", "reference": reference, "prediction": "", "correct": False}
                for reference in ("blue", "white", "orange", "blue")]
     rows = [{"index": 0, "samples": samples[:3]}, {"index": 1, "samples": samples[3:]}]

@@ -187,8 +187,9 @@ def evaluate(model, processor, world: Path, output: Path, settings: dict[str, An
 
 def chat_answer_prior(world: Path, eval_dir: Path) -> float:
     """Accuracy (%) of the question-only prior (:class:`AnswerPrior` fitted on the world's training chat) on the
-    questions a model was scored on (``eval_dir/<model>/chat/predictions.jsonl``); NaN when chat was not scored."""
-    from ..evaluation.conversation import AnswerPrior
+    questions a model was scored on (``eval_dir/<model>/chat/predictions.jsonl``); NaN when chat was not scored or
+    the world has no training chat (a world written for scoring only)."""
+    from ..evaluation.conversation import AnswerPrior, llava_question_answer_pairs
 
     for label in MODELS:
         path = eval_dir / label / "chat" / "predictions.jsonl"
@@ -198,8 +199,12 @@ def chat_answer_prior(world: Path, eval_dir: Path) -> float:
             break
     else:
         return float("nan")
-    training = json.loads((world / "chat" / "llava_qa_train.json").read_text(encoding="utf-8"))
-    prior = AnswerPrior.from_llava(training)
+    training = world / "chat" / "llava_qa_train.json"
+    pairs = [pair for record in json.loads(training.read_text(encoding="utf-8"))
+             for pair in llava_question_answer_pairs(record)] if training.is_file() else []
+    if not pairs:
+        return float("nan")
+    prior = AnswerPrior(pairs)
     return 100.0 * prior.accuracy([s["question"] for s in samples], [s["reference"] for s in samples])
 
 
