@@ -182,6 +182,25 @@ def test_grounded_caption_spans_and_masks(processor):
     assert text_only["caption"] == result["caption"] and text_only["entities"][0][2] is None
 
 
+def test_phrases_in_the_seg_sentence_are_painted_but_not_captioned(processor):
+    # A model that writes no "." before <SEG> puts every phrase in the sentence the caption drops; the official
+    # evaluation still takes a mask per phrase condition, so `segmentation` has them while `entities` cannot.
+    classes = class_logits([8, 0, 0], [0, 8, 0], [0, 0, 8])
+    masks = torch.stack([mask_logits(LEFT), mask_logits(RIGHT), mask_logits(LEFT, RIGHT)])
+    out = outputs([(classes, masks)], [0])
+    inputs = processor(images=IMAGE, task="gcg")
+    result = processor.post_process_generation(["<p>a man</p> , <p>a horse</p> <SEG>.<|end|>"], out, inputs)[0]
+    assert result["caption"] == "" and result["entities"] == [] and result["scores"] == []
+    assert (result["segmentation"][:, :66] == 1).all() and (result["segmentation"][:, 74:] == 2).all()
+    # One phrase kept, one dropped: the kept phrase's entity has its own mask, the map has both.
+    mixed = "<p>A man</p> waits. It is <SEG> near <p>a horse</p>.<|end|>"
+    result = processor.post_process_generation([mixed], out, inputs)[0]
+    ((man, span, man_mask),) = result["entities"]
+    assert (result["caption"], man, span) == ("A man waits.", "A man", (0, 5))
+    assert man_mask[:, :66].all() and not man_mask[:, 74:].any() and result["scores"][0] > 0.99
+    assert (result["segmentation"][:, :66] == 1).all() and (result["segmentation"][:, 74:] == 2).all()
+
+
 def test_parse_grounded_text_keeps_condition_order_when_sentences_are_dropped():
     text = "<p>A cat</p> sleeps. It is <SEG> near <p>the door</p>. <p>Mr. Smith</p> waves."
     caption, entities = parse_grounded_text(text)

@@ -492,25 +492,29 @@ def grounded_caption(
 ) -> dict:
     """Kosmos-2 style result: `{"caption", "entities": [(phrase, (start, end), mask or None)], "scores",
     "segmentation"}`. Phrase k's mask is the query most likely to be class k, thresholded; `segmentation` stacks them
-    with id k + 1 (0 = none, later phrases drawn over earlier ones, as the official evaluation does)."""
+    with id k + 1 (0 = none, later phrases drawn over earlier ones, as the official evaluation does).
+
+    `segmentation` paints every `<p>...</p>` phrase of the answer, also those in a sentence that holds `<SEG>` and is
+    therefore left out of the caption (and of `entities`, which need a span in it): the official evaluation takes a
+    mask for each of the model's phrase conditions and cleans the caption separately."""
     caption, parsed = parse_grounded_text(text, special_tokens)
     if instance is None or info is None:
         entities = [(phrase_text, span, None) for phrase_text, span, _ in parsed]
         return {"caption": caption, "entities": entities, "scores": [], "segmentation": None}
     height, width = info.original_size
     segmentation = torch.zeros((height, width), dtype=torch.long)
-    entities, scores = [], []
-    for phrase_text, span, condition in parsed:
-        if condition >= instance.num_classes:
-            entities.append((phrase_text, span, None))
-            scores.append(None)
-            continue
+    masks: dict[int, tuple[torch.Tensor, float]] = {}
+    for condition in range(instance.num_classes):
         column = instance.scores[:, condition]
         query = int(column.argmax())
         logits = _image_logits(instance, slice(query, query + 1), canvas_size, info)
         mask = logits[0].sigmoid() > mask_threshold
         segmentation = segmentation.to(mask.device)
         segmentation[mask] = condition + 1
+        masks[condition] = (mask, float(column[query]))
+    entities, scores = [], []
+    for phrase_text, span, condition in parsed:
+        mask, score = masks.get(condition, (None, None))
         entities.append((phrase_text, span, mask))
-        scores.append(float(column[query]))
+        scores.append(score)
     return {"caption": caption, "entities": entities, "scores": scores, "segmentation": segmentation}
