@@ -20,11 +20,10 @@ import pytest
 from xsam_hf.synthetic.train_default import EVAL_TASKS, evaluation_seconds, load_recipe, run
 
 MARGIN = 10.0  # points the trained model must beat the blind one by, per task
-# Measured on the CI recipe (20 validation images per task): too short to learn this.
-SHORT_RECIPE_MISSES = {
-    "gcg": "150 text warm-up and 450 mixed steps do not teach the random LLM to tell the GCG question from a referring "
-           "one: it answers every GCG question with 'Sure, <SEG>.', so no phrase is grounded (0 = 0)",
-}
+# Tasks the short recipe is measured not to learn (20 validation images per task), as strict xfails. Empty since
+# GCG passes with S3's segmentation loss weighted 0.2 (ci.yaml; at 1.0 the model answered every GCG question
+# with the referring answer "Sure, <SEG>.", 0 = 0).
+SHORT_RECIPE_MISSES: dict[str, str] = {}
 
 
 @pytest.fixture(scope="module")

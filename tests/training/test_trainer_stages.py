@@ -224,3 +224,17 @@ def test_three_stages_train_and_chain(data_root, sources, tmp_path):
     assert len(steps) == 7 and all(torch.isfinite(torch.tensor(e["loss"])) for e in steps)
     assert sum("seg_loss" in e for e in steps) == 6  # the chat step has the LM loss only
     assert all(e["lm_loss"] > 0 for e in steps)
+
+
+def test_config_overrides_are_saved_and_carry_into_the_stage_that_continues(tmp_path):
+    # A recipe that lowers a loss weight for one stage must set it back in the next: the value travels in the
+    # checkpoint's config (earlier variants trained S3 at a weight meant for the text warm-up only).
+    tiny("s3").save_pretrained(tmp_path / "start")
+    first, _ = build_model({"stage": "s3", "model": {"pretrained": str(tmp_path / "start"),
+                                                     "config_overrides": {"seg_loss_weight": 0.2}}})
+    assert first.config.seg_loss_weight == 0.2
+    first.save_pretrained(tmp_path / "text_warmup")
+    kept, _ = build_model({"stage": "s3", "model": {"pretrained": str(tmp_path / "text_warmup")}})
+    reset, _ = build_model({"stage": "s3", "model": {"pretrained": str(tmp_path / "text_warmup"),
+                                                     "config_overrides": {"seg_loss_weight": 1.0}}})
+    assert (kept.config.seg_loss_weight, reset.config.seg_loss_weight) == (0.2, 1.0)

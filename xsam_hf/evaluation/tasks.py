@@ -887,7 +887,8 @@ class GCGTask(TaskAdapter):
     threshold_tasks = ("gcg",)
     prompt = {"question": prompt_templates.GCG_QUESTIONS[0], "answer": "(generated, greedy)"}
     protocol = ("greedy generation; caption = generated text without the sentences holding <SEG>, tags removed; "
-                "phrase k's mask = its best query, sigmoid > 0.5, later phrases overwrite earlier ones")
+                "phrase k's mask = its best query, sigmoid > 0.5, later phrases overwrite earlier ones; every "
+                "phrase of the answer, also those in the dropped <SEG> sentence")
 
     def _load(self) -> ExampleSource:
         return load_gcg_eval(self.data["mask_json"], self.data["caption_json"], self.data["image_dir"])
